@@ -1,0 +1,137 @@
+"""Writes activation summaries as TensorBoard event data.
+
+The writer builds ``Summary`` protos itself from bytes that are already
+encoded (PNGs are encoded once, by :mod:`tb_activations.encode`) and hands
+them to TensorBoard's own :class:`EventFileWriter`. No TensorFlow op runs per
+summary, which keeps writing cheap and independent of any
+``tf.distribute`` context the caller may be in.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
+from tensorboard.plugins.image import metadata as image_metadata
+from tensorboard.plugins.scalar import metadata as scalar_metadata
+
+from tb_activations import metadata
+
+
+def _shape_proto(shape: Sequence[int]) -> tensor_shape_pb2.TensorShapeProto:
+    return tensor_shape_pb2.TensorShapeProto(
+        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=int(s)) for s in shape]
+    )
+
+
+def image_value(
+    tag: str,
+    pngs: Sequence[bytes],
+    *,
+    width: int,
+    height: int,
+    description: str = "",
+) -> summary_pb2.Summary.Value:
+    """A summary value in the layout of ``tf.summary.image``: ``[w, h, png...]``.
+
+    The stock Images dashboard and the Activations plugin both read it.
+    All PNGs of one value share ``width`` x ``height``.
+    """
+    strings = [str(int(width)).encode(), str(int(height)).encode(), *pngs]
+    tensor = tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_STRING,
+        tensor_shape=_shape_proto([len(strings)]),
+        string_val=strings,
+    )
+    md = image_metadata.create_summary_metadata(display_name=tag, description=description)
+    md.data_class = summary_pb2.DATA_CLASS_BLOB_SEQUENCE
+    return summary_pb2.Summary.Value(tag=tag, tensor=tensor, metadata=md)
+
+
+def scalar_value(tag: str, value: float, *, description: str = "") -> summary_pb2.Summary.Value:
+    """A float32 scalar (the Rust data server drops float64 scalars)."""
+    tensor = tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_FLOAT,
+        tensor_shape=_shape_proto([]),
+        float_val=[float(np.float32(value))],
+    )
+    md = scalar_metadata.create_summary_metadata(display_name=tag, description=description)
+    md.data_class = summary_pb2.DATA_CLASS_SCALAR
+    return summary_pb2.Summary.Value(tag=tag, tensor=tensor, metadata=md)
+
+
+def float_tensor_value(
+    tag: str,
+    array: np.ndarray,
+    *,
+    content: dict[str, Any],
+    description: str = "",
+) -> summary_pb2.Summary.Value:
+    """A float32 tensor stored for the Activations plugin (``data_class`` TENSOR)."""
+    array = np.ascontiguousarray(array, dtype="<f4")
+    tensor = tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_FLOAT,
+        tensor_shape=_shape_proto(array.shape),
+        tensor_content=array.tobytes(),
+    )
+    md = metadata.create_summary_metadata(display_name=tag, description=description, content=content)
+    return summary_pb2.Summary.Value(tag=tag, tensor=tensor, metadata=md)
+
+
+def text_value(tag: str, text: str, *, description: str = "") -> summary_pb2.Summary.Value:
+    """A markdown text summary for the stock Text dashboard."""
+    from tensorboard.plugins.text import metadata as text_metadata
+
+    tensor = tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_STRING,
+        tensor_shape=_shape_proto([]),
+        string_val=[text.encode("utf-8")],
+    )
+    md = text_metadata.create_summary_metadata(display_name=tag, description=description)
+    md.data_class = summary_pb2.DATA_CLASS_TENSOR
+    return summary_pb2.Summary.Value(tag=tag, tensor=tensor, metadata=md)
+
+
+class SummaryWriter:
+    """Appends events to one run directory through TensorBoard's event writer.
+
+    Args:
+        run_dir: Directory of the run; created on the first write.
+
+    The file is opened lazily: constructing a writer touches nothing on disk.
+    """
+
+    def __init__(self, run_dir: str) -> None:
+        self.run_dir = run_dir
+        self._writer = None
+
+    def write(self, step: int, values: Sequence[summary_pb2.Summary.Value], *, wall_time: float | None = None) -> None:
+        """Write all ``values`` as one event at ``step`` and flush it to disk."""
+        import time
+
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+        if self._writer is None:
+            # flush_secs is large: we flush explicitly after every log() call.
+            self._writer = EventFileWriter(self.run_dir, max_queue_size=64, flush_secs=3600)
+        event = event_pb2.Event(
+            wall_time=time.time() if wall_time is None else wall_time,
+            step=int(step),
+            summary=summary_pb2.Summary(value=list(values)),
+        )
+        self._writer.add_event(event)
+        self._writer.flush()
+
+    def close(self) -> None:
+        """Flush and close the event file (idempotent)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def dumps_json(obj: Any) -> str:
+    """JSON used inside descriptions (stable key order)."""
+    return json.dumps(obj, sort_keys=True)
