@@ -1,0 +1,161 @@
+"""The TensorBoard "Activations" dashboard: a dynamic plugin.
+
+Installed through the ``tensorboard_plugins`` entry point (see ``setup.cfg``).
+TensorBoard imports this module at start-up, so it imports neither
+TensorFlow nor Keras, and everything that can fail happens per request.
+
+Every route is a thin wrapper around a pure function of
+:mod:`tb_activations.plugin_data`, reading only through
+``context.data_provider``; the routes are documented in ``http_api.md``.
+Bad or missing parameters answer 400, an unknown run, layer, tag, step or
+file 404, each with a plain-text message.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from tensorboard import errors, plugin_util
+from tensorboard.backend import http_util
+from tensorboard.plugins import base_plugin
+from werkzeug import wrappers
+
+from tb_activations import metadata, plugin_data
+
+logger = logging.getLogger(__name__)
+
+_STATIC_MARKER = f"/plugin/{metadata.PLUGIN_NAME}/static/"
+
+
+class ActivationsPlugin(base_plugin.TBPlugin):
+    """Serves the Activations dashboard and the data behind it.
+
+    Args:
+        context: A ``base_plugin.TBContext``; only ``data_provider`` is used.
+    """
+
+    plugin_name = metadata.PLUGIN_NAME
+
+    def __init__(self, context: base_plugin.TBContext) -> None:
+        self._data_provider = context.data_provider
+
+    def get_plugin_apps(self) -> dict[str, Callable]:
+        return {
+            "/index.js": self._serve_index_js,
+            "/static/*": self._serve_static,
+            "/runs": self._serve_runs,
+            "/layers": self._serve_layers,
+            "/stats": self._serve_stats,
+            "/image": self._serve_image,
+            "/scalars": self._serve_scalars,
+        }
+
+    def is_active(self) -> bool:
+        # TensorBoard enables the tab when the log directory holds data of
+        # plugin "activations" (see `data_plugin_names`); no extra check here.
+        return False
+
+    def frontend_metadata(self) -> base_plugin.FrontendMetadata:
+        return base_plugin.FrontendMetadata(es_module_path="/index.js", tab_name="Activations")
+
+    # ----------------------------------------------------------------------
+
+    def _json_route(self, request: wrappers.Request, body: Callable[..., Any]) -> wrappers.Response:
+        """Runs ``body(ctx, experiment_id, args)`` and maps errors to 4xx answers."""
+        try:
+            if self._data_provider is None:
+                raise errors.NotFoundError("TensorBoard runs without a data provider.")
+            ctx = plugin_util.context(request.environ)
+            experiment = plugin_util.experiment_id(request.environ)
+            result = body(ctx, experiment, request.args)
+        except errors.PublicError as err:
+            return _error(request, err)
+        if isinstance(result, bytes):
+            return http_util.Respond(request, result, "image/png")
+        return http_util.Respond(request, result, "application/json")
+
+    @wrappers.Request.application
+    def _serve_runs(self, request):
+        return self._json_route(
+            request,
+            lambda ctx, exp, args: plugin_data.list_runs(
+                self._data_provider, ctx, experiment_id=exp
+            ),
+        )
+
+    @wrappers.Request.application
+    def _serve_layers(self, request):
+        return self._json_route(
+            request,
+            lambda ctx, exp, args: plugin_data.list_layers(
+                self._data_provider,
+                ctx,
+                experiment_id=exp,
+                run=plugin_data.require_str(args, "run"),
+            ),
+        )
+
+    @wrappers.Request.application
+    def _serve_stats(self, request):
+        def body(ctx, exp, args):
+            run = plugin_data.require_str(args, "run")
+            layer = plugin_data.require_str(args, "layer")
+            step = plugin_data.require_int(args, "step")
+            return plugin_data.layer_stats(
+                self._data_provider, ctx, experiment_id=exp, run=run, layer=layer, step=step
+            )
+
+        return self._json_route(request, body)
+
+    @wrappers.Request.application
+    def _serve_image(self, request):
+        def body(ctx, exp, args):
+            run = plugin_data.require_str(args, "run")
+            tag = plugin_data.require_str(args, "tag")
+            step = plugin_data.require_int(args, "step")
+            index = plugin_data.require_int(args, "index")
+            return plugin_data.image_bytes(
+                self._data_provider,
+                ctx,
+                experiment_id=exp,
+                run=run,
+                tag=tag,
+                step=step,
+                index=index,
+            )
+
+        return self._json_route(request, body)
+
+    @wrappers.Request.application
+    def _serve_scalars(self, request):
+        def body(ctx, exp, args):
+            run = plugin_data.require_str(args, "run")
+            layer = plugin_data.require_str(args, "layer")
+            return plugin_data.layer_scalars(
+                self._data_provider, ctx, experiment_id=exp, run=run, layer=layer
+            )
+
+        return self._json_route(request, body)
+
+    @wrappers.Request.application
+    def _serve_index_js(self, request):
+        return self._static(request, "index.js")
+
+    @wrappers.Request.application
+    def _serve_static(self, request):
+        _, found, name = request.path.partition(_STATIC_MARKER)
+        return self._static(request, name if found else "")
+
+    def _static(self, request: wrappers.Request, name: str) -> wrappers.Response:
+        try:
+            body, content_type = plugin_data.static_file(name)
+        except errors.PublicError as err:
+            return _error(request, err)
+        return http_util.Respond(request, body, content_type)
+
+
+def _error(request: wrappers.Request, err: errors.PublicError) -> wrappers.Response:
+    code = err.http_code if 400 <= err.http_code < 500 else 404
+    return http_util.Respond(request, str(err), "text/plain", code=code)
