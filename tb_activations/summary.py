@@ -9,7 +9,6 @@ summary, which keeps writing cheap and independent of any
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -77,7 +76,9 @@ def float_tensor_value(
         tensor_shape=_shape_proto(array.shape),
         tensor_content=array.tobytes(),
     )
-    md = metadata.create_summary_metadata(display_name=tag, description=description, content=content)
+    md = metadata.create_summary_metadata(
+        display_name=tag, description=description, content=content
+    )
     return summary_pb2.Summary.Value(tag=tag, tensor=tensor, metadata=md)
 
 
@@ -108,7 +109,13 @@ class SummaryWriter:
         self.run_dir = run_dir
         self._writer = None
 
-    def write(self, step: int, values: Sequence[summary_pb2.Summary.Value], *, wall_time: float | None = None) -> None:
+    def write(
+        self,
+        step: int,
+        values: Sequence[summary_pb2.Summary.Value],
+        *,
+        wall_time: float | None = None,
+    ) -> None:
         """Write all ``values`` as one event at ``step`` and flush it to disk."""
         import time
 
@@ -130,8 +137,3 @@ class SummaryWriter:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-
-
-def dumps_json(obj: Any) -> str:
-    """JSON used inside descriptions (stable key order)."""
-    return json.dumps(obj, sort_keys=True)

@@ -1,0 +1,126 @@
+"""ActivationCallback: log activations on fixed probes while ``model.fit`` trains."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+
+from tb_activations.layer_selection import LayerSpec
+from tb_activations.probes import Probes
+
+
+class ActivationCallback(keras.callbacks.Callback):
+    """Writes activation mosaics, top-k strips and overlays to TensorBoard during ``fit``.
+
+    Args:
+        probes: A :class:`~tb_activations.Probes` (or an array of images).
+        log_dir: TensorBoard log directory; events go to ``log_dir/activations``
+            so it can be the same as ``keras.callbacks.TensorBoard``'s.
+        layers: Layer selection, see :class:`~tb_activations.ActivationLogger`.
+            Defaults to ``None``: every layer with a spatial output.
+        freq: ``"epoch"`` (default) to log at the end of every epoch
+            (step = epoch index, continuing after ``fit(initial_epoch=...)``),
+            or a positive int ``n`` to log every ``n`` batches (step = global
+            batch count, ``optimizer.iterations``).
+        epoch_freq: With ``freq="epoch"``, log every ``epoch_freq`` epochs.
+            Defaults to 1.
+        **logger_kwargs: Any other :class:`~tb_activations.ActivationLogger`
+            option (``top_k``, ``rank_by``, ``colormap``, ``normalize``, ...).
+
+    The extractor is built once, at ``on_train_begin``. Logging runs in
+    inference mode and never changes weights, metrics or history. If a log
+    fails, the callback warns and training goes on.
+
+    Example:
+
+    >>> model.fit(x, y, epochs=10, callbacks=[
+    ...     ActivationCallback(probes, "logs/run1", layers=["conv*"]),
+    ...     keras.callbacks.TensorBoard("logs/run1"),
+    ... ])
+    """
+
+    def __init__(
+        self,
+        probes: Probes | Any,
+        log_dir: str | os.PathLike,
+        *,
+        layers: Sequence[LayerSpec] | LayerSpec | None = None,
+        freq: str | int = "epoch",
+        epoch_freq: int = 1,
+        **logger_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        if freq != "epoch" and (isinstance(freq, bool) or not isinstance(freq, int) or freq < 1):
+            raise ValueError(
+                f"Invalid value for argument `freq`. Expected 'epoch' or a positive int. Received: freq={freq!r}"
+            )
+        if isinstance(epoch_freq, bool) or not isinstance(epoch_freq, int) or epoch_freq < 1:
+            raise ValueError(
+                f"Invalid value for argument `epoch_freq`. Expected a positive int. Received: epoch_freq={epoch_freq!r}"
+            )
+        self.probes = probes if isinstance(probes, Probes) else Probes(probes)
+        self.log_dir = os.fspath(log_dir)
+        self.layers = layers
+        self.freq = freq
+        self.epoch_freq = epoch_freq
+        self.logger_kwargs = logger_kwargs
+        self.logger = None
+        self.failures = 0
+        # Check the options now (a typo should fail at construction, not after an epoch).
+        from tb_activations.logger import ActivationLogger
+
+        unknown = set(logger_kwargs) - set(ActivationLogger.__init__.__code__.co_varnames)
+        if unknown:
+            raise TypeError(
+                f"ActivationCallback got unexpected keyword arguments: {sorted(unknown)}"
+            )
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        from tb_activations.logger import ActivationLogger
+
+        if self.logger is None or self.logger.model is not self.model or self.logger._closed:
+            # Built once per model: the sub-model is traced here, not per epoch.
+            self.logger = ActivationLogger(
+                self.model, self.probes, self.log_dir, layers=self.layers, **self.logger_kwargs
+            )
+            self.logger.extractor  # noqa: B018  (build it now, outside the timed epochs)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self.freq == "epoch" and (epoch + 1) % self.epoch_freq == 0:
+            self._log(epoch)
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self.freq == "epoch":
+            return
+        step = self._global_batch(batch)
+        if step % self.freq == 0:
+            self._log(step)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self.logger is not None:
+            self.logger._writer.close()  # flush to disk; reopened if fit() runs again
+
+    def _global_batch(self, batch: int) -> int:
+        optimizer = getattr(self.model, "optimizer", None)
+        iterations = getattr(optimizer, "iterations", None)
+        if iterations is not None:
+            return int(keras.ops.convert_to_numpy(iterations))
+        return batch + 1
+
+    def _log(self, step: int) -> None:
+        if self.logger is None:
+            return
+        try:
+            self.logger.log(step)
+        except Exception as err:  # a logging add-on must never end the training run
+            self.failures += 1
+            warnings.warn(
+                f"tb_activations: logging activations at step {step} failed and was skipped; "
+                f"training continues. {type(err).__name__}: {err}",
+                RuntimeWarning,
+                stacklevel=2,
+            )

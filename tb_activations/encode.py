@@ -1,0 +1,68 @@
+"""PNG encoding of rendered images, in parallel.
+
+Mosaics and top-k strips are palette images (one byte per pixel, the
+colormap as PNG palette): lossless for the picture, half the bytes of RGB and
+several times faster to encode. zlib effort is low by default because
+activation maps compress well anyway and encoding sits on the training
+loop's critical path. Pillow releases the GIL while encoding, so a thread
+pool encodes probes in parallel.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+
+import numpy as np
+
+#: zlib level of the PNGs (0-9). 1 is ~10x faster than Pillow's default 6 for ~10% more bytes.
+DEFAULT_COMPRESS_LEVEL = 1
+
+
+def encode_palette_png(
+    indices: np.ndarray, palette: np.ndarray, compress_level: int = DEFAULT_COMPRESS_LEVEL
+) -> bytes:
+    """PNG bytes of uint8 palette indices ``(H, W)`` with ``palette`` ``(256, 3)`` uint8."""
+    from PIL import Image
+
+    img = Image.fromarray(np.ascontiguousarray(indices, dtype=np.uint8))
+    img.putpalette(np.ascontiguousarray(palette, dtype=np.uint8).tobytes())
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=compress_level)
+    return buf.getvalue()
+
+
+def encode_rgb_png(rgb: np.ndarray, compress_level: int = DEFAULT_COMPRESS_LEVEL) -> bytes:
+    """PNG bytes of a uint8 RGB image ``(H, W, 3)``."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)).save(
+        buf, format="PNG", compress_level=compress_level
+    )
+    return buf.getvalue()
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """uint8 RGB ``(H, W, 3)`` of PNG bytes (palette images are expanded)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as img:
+        return np.asarray(img.convert("RGB"))
+
+
+def default_executor() -> Executor:
+    """A thread pool sized for encoding: one thread per core, at most 8."""
+    return ThreadPoolExecutor(
+        max_workers=max(1, min(8, os.cpu_count() or 1)), thread_name_prefix="tb_activations_png"
+    )
+
+
+def encode_many(executor: Executor | None, jobs: Sequence[tuple]) -> list[bytes]:
+    """Run ``(function, *args)`` encoding jobs, in parallel when ``executor`` is given; results in order."""
+    if executor is None or len(jobs) < 2:
+        return [fn(*args) for fn, *args in jobs]
+    futures = [executor.submit(fn, *args) for fn, *args in jobs]
+    return [f.result() for f in futures]

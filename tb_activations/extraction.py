@@ -1,0 +1,250 @@
+"""Extraction: one compiled forward pass returning the selected layers' outputs.
+
+The sub-model is built once per extractor; every call afterwards runs one
+``tf.function`` traced once for the probe batch shape, in inference mode,
+returning float32 channels-last arrays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import numpy as np
+
+from tb_activations.layer_selection import LayerInfo, is_functional
+
+
+def model_input_shape(model: Any) -> tuple[int | None, ...] | None:
+    """Shape of the model's single input without the batch axis, or ``None`` if unknown."""
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        return None
+    if not inputs:
+        return None
+    if len(inputs) != 1:
+        raise ValueError(
+            f"Model {model.name!r} has {len(inputs)} inputs; tb_activations feeds one batch of "
+            "probe images, so it supports single-input models only."
+        )
+    return tuple(inputs[0].shape)[1:]
+
+
+def check_probe_shape(model: Any, probe_shape: tuple[int, ...]) -> None:
+    """Raise a clear ``ValueError`` if probes of ``probe_shape`` cannot feed ``model``."""
+    expected = model_input_shape(model)
+    if expected is None:
+        return
+    ok = len(expected) == len(probe_shape) and all(
+        e is None or e == p for e, p in zip(expected, probe_shape)
+    )
+    if not ok:
+        shown = tuple("None" if e is None else e for e in expected)
+        hint = ""
+        if len(expected) == 3 and expected[0] is not None and expected[1] is not None:
+            hint = (
+                f" Resize them: Probes.from_files(..., target_size=({expected[0]}, {expected[1]})), "
+                f"probes.resized(({expected[0]}, {expected[1]})), or resize_probes=True."
+            )
+        raise ValueError(
+            f"Probe images have shape {tuple(probe_shape)} but model {model.name!r} expects "
+            f"inputs of shape {shown} (batch axis left out).{hint}"
+        )
+
+
+class ActivationExtractor:
+    """Computes the outputs of selected layers for a batch of inputs.
+
+    Args:
+        model: A Keras model (Functional, Sequential, or subclassed).
+        layers: The layers to extract, from :func:`~tb_activations.select_layers`.
+        input_shape: Shape of one input without the batch axis. Defaults to
+            the model's input shape; required for subclassed models.
+
+    The sub-model (or, for a subclassed model, a traced forward pass that
+    captures the layer outputs) is built once, here. Calls run in inference
+    mode (``training=False``): Dropout and BatchNorm neither disturb the
+    pictures nor update the model.
+
+    Example:
+
+    >>> ex = ActivationExtractor(model, select_layers(model, ["block*_pool"]))
+    >>> acts = ex(probes.inputs)           # {"block1_pool": (N, 112, 112, 64) float32, ...}
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        layers: Sequence[LayerInfo],
+        *,
+        input_shape: tuple[int, ...] | None = None,
+    ) -> None:
+        import tensorflow as tf
+
+        if not layers:
+            raise ValueError("Invalid value for argument `layers`: no layer to extract.")
+        self.model = model
+        self.layers = list(layers)
+        shape = input_shape or model_input_shape(model)
+        if shape is None:
+            raise ValueError(
+                f"The input shape of model {model.name!r} is unknown. Build the model (call it "
+                "once, or give it a keras.Input) or pass `input_shape`."
+            )
+        self.input_shape = tuple(shape)
+        paths = [i.path for i in self.layers]
+        channels_first = [i.channels_first for i in self.layers]
+        if is_functional(model):
+            outputs = _symbolic_outputs(model, paths)
+            submodel = keras.Model(model.inputs, outputs, name=f"{model.name}_activations")
+
+            def forward(x):
+                return submodel(x, training=False)
+
+            self._submodel = submodel
+        else:
+            forward = _capturing_forward(model, self.layers)
+            self._submodel = None
+
+        def extract(x):
+            outs = forward(x)
+            if not isinstance(outs, (list, tuple)):
+                outs = [outs]
+            return [_standardize(o, cf) for o, cf in zip(outs, channels_first)]
+
+        spec = tf.TensorSpec(
+            (None, *[None if s is None else int(s) for s in self.input_shape]), tf.float32
+        )
+        # One trace for any batch size: no retracing per call or per epoch.
+        self._fn = tf.function(extract, input_signature=[spec], autograph=False)
+
+    def __call__(self, inputs: Any) -> dict[str, np.ndarray]:
+        """Outputs of the selected layers for ``inputs`` ``(N, *input_shape)``.
+
+        Returns:
+            ``{path: array}`` in model order; each array float32, channels-last,
+            rank 4: ``(N, H, W, C)``. Rank-3 outputs ``(N, L, C)`` come back as
+            ``(N, 1, L, C)`` and rank-2 ones ``(N, C)`` as ``(N, 1, 1, C)``.
+        """
+        x = np.asarray(inputs, dtype=np.float32)
+        outs = self._fn(x)
+        return {info.path: out.numpy() for info, out in zip(self.layers, outs)}
+
+    def tensors(self, inputs: Any) -> list[Any]:
+        """Like :meth:`__call__` but returns the ``tf.Tensor`` list, left on the device."""
+        return self._fn(np.asarray(inputs, dtype=np.float32))
+
+
+def _standardize(t: Any, channels_first: bool) -> Any:
+    import tensorflow as tf
+
+    if t.dtype != tf.float32:
+        t = tf.cast(t, tf.float32)
+    rank = t.shape.rank
+    if rank == 4:
+        return tf.transpose(t, (0, 2, 3, 1)) if channels_first else t
+    if rank == 3:
+        t = tf.transpose(t, (0, 2, 1)) if channels_first else t
+        return t[:, None, :, :]
+    if rank == 2:
+        return t[:, None, None, :]
+    raise ValueError(
+        f"A layer output of rank {rank} (shape {t.shape}) cannot be shown as feature maps; "
+        "tb_activations renders rank 4 (N, H, W, C), 3 (N, L, C) and 2 (N, C) outputs."
+    )
+
+
+def _symbolic_outputs(model: Any, paths: list[str]) -> list[Any]:
+    """Symbolic outputs for ``paths``, re-tracing through nested models if needed.
+
+    A nested model's layer output belongs to the inner graph; using it with the
+    outer input fails with "Graph disconnected". For those, the outer graph is
+    run again on its own inputs, calling the layers of the nested models one
+    by one, which connects every wanted tensor to the outer input.
+    """
+    nested = [p for p in paths if "/" in p]
+    if not nested:
+        infos = {layer.name: layer for layer in model.layers}
+        return [infos[p].output for p in paths]
+    wanted = set(paths)
+    found: dict[str, Any] = {}
+    _trace(model, model.inputs, "", wanted, found)
+    missing = [p for p in paths if p not in found]
+    if missing:
+        raise ValueError(
+            f"Could not reach layers {missing} from the input of model {model.name!r}."
+        )
+    return [found[p] for p in paths]
+
+
+def _trace(model: Any, inputs: Any, prefix: str, wanted: set[str], found: dict[str, Any]) -> Any:
+    graph = model._functional if isinstance(model, keras.Sequential) else model
+
+    def operation_fn(op: Any) -> Any:
+        path = prefix + op.name
+        if (
+            isinstance(op, keras.Model)
+            and is_functional(op)
+            and any(w.startswith(path + "/") for w in wanted)
+        ):
+
+            def call_nested(*args: Any, **kwargs: Any) -> Any:
+                out = _trace(
+                    op, args[0] if len(args) == 1 else list(args), path + "/", wanted, found
+                )
+                found.setdefault(path, out)
+                return out
+
+            return call_nested
+        if path in wanted:
+
+            def call_layer(*args: Any, **kwargs: Any) -> Any:
+                out = op(*args, **kwargs)
+                found.setdefault(path, out)
+                return out
+
+            return call_layer
+        return op
+
+    return graph._run_through_graph(inputs, operation_fn=operation_fn)
+
+
+def _capturing_forward(model: Any, layers: Sequence[LayerInfo]) -> Any:
+    """A forward pass of a subclassed model that also returns the layers' outputs.
+
+    Subclassed layers have no symbolic outputs, so each selected layer's
+    ``call`` is wrapped while the ``tf.function`` traces, recording what the
+    layer returns; the hooks are removed right after tracing.
+    """
+
+    def forward(x):
+        captured: dict[int, Any] = {}
+        originals = []
+        try:
+            for i, info in enumerate(layers):
+                layer = info.layer
+                original = layer.call
+
+                def hooked(*args, _i=i, _orig=original, **kwargs):
+                    out = _orig(*args, **kwargs)
+                    captured.setdefault(_i, out)
+                    return out
+
+                layer.call = hooked
+                originals.append(layer)
+            model(x, training=False)
+        finally:
+            for layer in originals:
+                # Remove the instance attribute: the class's call shows again.
+                del layer.call
+        missing = [layers[i].path for i in range(len(layers)) if i not in captured]
+        if missing:
+            raise ValueError(
+                f"Layers {missing} were not called in the forward pass of model {model.name!r}, "
+                "so their activations cannot be captured."
+            )
+        return [captured[i] for i in range(len(layers))]
+
+    return forward

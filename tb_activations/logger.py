@@ -1,0 +1,447 @@
+"""ActivationLogger: activations of a model on fixed probes, written to TensorBoard on demand."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tb_activations import metadata
+from tb_activations.colormaps import palette
+from tb_activations.encode import (
+    DEFAULT_COMPRESS_LEVEL,
+    default_executor,
+    encode_many,
+    encode_palette_png,
+    encode_rgb_png,
+)
+from tb_activations.layer_selection import (
+    LayerInfo,
+    LayerSpec,
+    is_functional,
+    list_layers,
+    select_layers,
+)
+from tb_activations.probes import Probes
+from tb_activations.render import (
+    DEFAULT_MAX_SIZE,
+    NORMALIZE,
+    Grid,
+    grid_shape,
+    mosaic_levels,
+    overlay_pair,
+    pool,
+    shrink_factor,
+    to_levels,
+    topk_levels,
+    value_range,
+)
+from tb_activations.stats import RANK_BY, ChannelStats, channel_stats, top_channels
+from tb_activations.summary import SummaryWriter, float_tensor_value, image_value, scalar_value
+
+
+@dataclass(frozen=True)
+class LayerRecord:
+    """What one ``log()`` computed for one layer (returned to the caller, plain data).
+
+    Attributes:
+        info: The layer.
+        stats: Per-channel statistics.
+        top: int ``(N, k)`` top channels per probe, strongest first.
+        grid: Mosaic geometry in PNG pixels.
+        scale: ``(lo, hi)`` colour scale used.
+    """
+
+    info: LayerInfo
+    stats: ChannelStats
+    top: np.ndarray
+    grid: Grid
+    scale: tuple[Any, Any]
+
+
+class ActivationLogger:
+    """Logs the activations of ``model`` on ``probes`` to TensorBoard, when asked.
+
+    Args:
+        model: A Keras model (Sequential, Functional, nested models included,
+            or subclassed).
+        probes: A :class:`~tb_activations.Probes`, or an array ``(N, H, W, C)``
+            of display images (uint8, or float in [0, 1]) fed as they are.
+        log_dir: TensorBoard log directory. Events go to the run
+            ``log_dir/<run_name>``, so ``log_dir`` can be shared with
+            ``keras.callbacks.TensorBoard``.
+        layers: Which layers. ``None`` (default) selects every layer with a
+            spatial (rank-4) output; else a list of exact names or paths
+            (``"backbone/block_1_expand_relu"``), globs (``"block*_pool"``),
+            layer classes (``keras.layers.MaxPooling2D``) or predicates
+            ``callable(layer) -> bool``.
+        top_k: Channels in the top-k strip. Defaults to 5.
+        rank_by: Statistic ranking channels: ``"mean"`` (default), ``"max"`` or ``"std"``.
+        views: Image views to write, among ``"mosaic"``, ``"topk"``, ``"overlay"``.
+            Defaults to all three.
+        colormap: Matplotlib (or seaborn) colormap name. Defaults to
+            ``"magma"``, where zero is black, as in the article's heatmaps.
+        normalize: ``"layer"`` (default): one colour scale per layer,
+            ``[min(0, min), max]`` over all probes; ``"channel"``: one per channel.
+        alpha: Opacity of the heatmap in overlays. Defaults to 0.5.
+        max_image_size: Cap on the long side of a mosaic or strip, in px;
+            larger ones are mean-pooled to fit. Defaults to 2048. Lower it to
+            write smaller event files.
+        compress_level: zlib level of the PNGs. Defaults to 1 (fast).
+        run_name: Sub-folder of ``log_dir``. Defaults to ``"activations"``.
+        resize_probes: Resize probes that do not match the model's input size
+            instead of raising. Defaults to ``False``.
+
+    Raises:
+        ValueError: for an unknown layer (the message lists the selectable
+            ones), probes that do not fit the model, or a bad option value.
+
+    Example:
+
+    >>> logger = ActivationLogger(model, probes, "logs/vgg", layers=["block*_pool"], top_k=5)
+    >>> logger.log(step=0)
+    >>> acts = logger.activations()   # {"block1_pool": (N, 112, 112, 64) float32, ...}
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        probes: Probes | Any,
+        log_dir: str | os.PathLike,
+        *,
+        layers: Sequence[LayerSpec] | LayerSpec | None = None,
+        top_k: int = 5,
+        rank_by: str = "mean",
+        views: Sequence[str] = metadata.VIEWS,
+        colormap: str = "magma",
+        normalize: str = "layer",
+        alpha: float = 0.5,
+        max_image_size: int = DEFAULT_MAX_SIZE,
+        compress_level: int = DEFAULT_COMPRESS_LEVEL,
+        run_name: str = metadata.DEFAULT_RUN_NAME,
+        resize_probes: bool = False,
+    ) -> None:
+        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+            raise ValueError(
+                f"Invalid value for argument `top_k`. Expected a positive int. Received: top_k={top_k!r}"
+            )
+        if rank_by not in RANK_BY:
+            raise ValueError(
+                f"Invalid value for argument `rank_by`. Expected one of {RANK_BY}. Received: rank_by={rank_by!r}"
+            )
+        if normalize not in NORMALIZE:
+            raise ValueError(
+                f"Invalid value for argument `normalize`. Expected one of {NORMALIZE}. Received: normalize={normalize!r}"
+            )
+        views = tuple(views)
+        bad = [v for v in views if v not in metadata.VIEWS]
+        if bad or not views:
+            raise ValueError(
+                f"Invalid value for argument `views`. Expected a non-empty subset of {metadata.VIEWS}. Received: views={views!r}"
+            )
+        if not 0.0 <= float(alpha) <= 1.0:
+            raise ValueError(
+                f"Invalid value for argument `alpha`. Expected a float in [0, 1]. Received: alpha={alpha!r}"
+            )
+        if not isinstance(max_image_size, int) or max_image_size < 16:
+            raise ValueError(
+                f"Invalid value for argument `max_image_size`. Expected an int >= 16. Received: max_image_size={max_image_size!r}"
+            )
+        if not isinstance(compress_level, int) or not 0 <= compress_level <= 9:
+            raise ValueError(
+                f"Invalid value for argument `compress_level`. Expected an int in 0..9. Received: compress_level={compress_level!r}"
+            )
+        if (
+            not isinstance(run_name, str)
+            or not run_name
+            or os.path.isabs(run_name)
+            or ".." in run_name.split("/")
+        ):
+            raise ValueError(
+                f"Invalid value for argument `run_name`. Expected a relative folder name. Received: run_name={run_name!r}"
+            )
+        palette(colormap)  # fail now on an unknown colormap, not at the first log()
+
+        if not isinstance(probes, Probes):
+            probes = Probes(probes)
+        self.model = model
+        self.top_k = top_k
+        self.rank_by = rank_by
+        self.views = views
+        self.colormap = colormap
+        self.normalize = normalize
+        self.alpha = float(alpha)
+        self.max_image_size = max_image_size
+        self.compress_level = compress_level
+        self.log_dir = os.fspath(log_dir)
+        self.run_name = run_name
+        self.run_dir = os.path.join(self.log_dir, run_name)
+        self.probes = self._fit_probes(model, probes, resize_probes)
+        self.layers = self._select(model, layers)
+        # Built lazily, once: the sub-model on first use, the event file on first log().
+        self._extractor = None
+        self._writer = SummaryWriter(self.run_dir)
+        self._executor = None
+        self._closed = False
+
+    # -- set-up ---------------------------------------------------------------
+
+    @staticmethod
+    def _fit_probes(model: Any, probes: Probes, resize: bool) -> Probes:
+        from tb_activations.extraction import check_probe_shape, model_input_shape
+
+        expected = model_input_shape(model)
+        fixed = expected is not None and len(expected) == 3 and None not in expected[:2]
+        if resize and fixed and tuple(probes.image_size) != tuple(expected[:2]):
+            probes = probes.resized(expected[:2])
+        check_probe_shape(model, probes.inputs.shape[1:])
+        return probes
+
+    def _select(self, model: Any, layers: Any) -> list[LayerInfo]:
+        available = list_layers(model)
+        if is_functional(model) or any(i.shape is not None for i in available):
+            return select_layers(model, layers, available=available)
+        # A subclassed model: shapes are only known from a real forward pass.
+        from tb_activations.extraction import ActivationExtractor
+
+        candidates = (
+            [i for i in available if not i.is_model]
+            if layers is None
+            else select_layers(model, layers, available=available)
+        )
+        probe = self.probes.inputs[:1]
+        outs = ActivationExtractor(model, candidates, input_shape=probe.shape[1:]).tensors(probe)
+        known = [_with_shape(i, tuple(o.shape[1:])) for i, o in zip(candidates, outs)]
+        if layers is None:
+            known = [i for i in known if i.shape[0] > 1 or i.shape[1] > 1]
+            if not known:
+                raise ValueError(
+                    "No layer of the subclassed model has a spatial output; pass `layers=` explicitly."
+                )
+        return known
+
+    @property
+    def extractor(self):
+        """The :class:`~tb_activations.ActivationExtractor`, built on first use and reused."""
+        if self._extractor is None:
+            from tb_activations.extraction import ActivationExtractor
+
+            self._extractor = ActivationExtractor(
+                self.model, self.layers, input_shape=self.probes.inputs.shape[1:]
+            )
+        return self._extractor
+
+    # -- public API -----------------------------------------------------------
+
+    def activations(self) -> dict[str, np.ndarray]:
+        """The selected layers' activations on the probes, now.
+
+        Returns:
+            ``{layer_path: float32 array (N, H, W, C)}`` in model order, channels-last.
+        """
+        return self.extractor(self.probes.inputs)
+
+    def log(self, step: int) -> dict[str, LayerRecord]:
+        """Compute, render and write the activations at ``step``; flush to disk.
+
+        Args:
+            step: The TensorBoard step (epoch, global batch, ...), an int >= 0.
+
+        Returns:
+            ``{layer_path: LayerRecord}``: the statistics and top channels written.
+        """
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+            raise ValueError(
+                f"Invalid value for argument `step`. Expected an int >= 0. Received: step={step!r}"
+            )
+        if self._closed:
+            raise RuntimeError("This ActivationLogger is closed; create a new one to log again.")
+        start = time.perf_counter()
+        acts = self.activations()
+        records, values = self._render_all(acts, int(step))
+        values.append(
+            scalar_value(
+                metadata.LOG_SECONDS_TAG,
+                time.perf_counter() - start,
+                description="Wall time of one `log()` call, in seconds.",
+            )
+        )
+        self._writer.write(int(step), values)
+        return records
+
+    def close(self) -> None:
+        """Flush and close the event file; the logger cannot log afterwards."""
+        self._closed = True
+        self._writer.close()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    def __enter__(self) -> ActivationLogger:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- rendering ------------------------------------------------------------
+
+    def _render_all(
+        self, acts: dict[str, np.ndarray], step: int
+    ) -> tuple[dict[str, LayerRecord], list]:
+        if self._executor is None:
+            self._executor = default_executor()
+        records: dict[str, LayerRecord] = {}
+        jobs: list[tuple] = []
+        slots: list[tuple[str, str, int, int, str]] = []
+        values: list = []
+        pal = palette(self.colormap)
+        for info in self.layers:
+            a = acts[info.path]
+            record, layer_jobs, layer_slots = self._render_layer(info, a, pal, step)
+            records[info.path] = record
+            jobs.extend(layer_jobs)
+            slots.extend(layer_slots)
+            values.extend(self._layer_values(record, a))
+        pngs = encode_many(self._executor, jobs)
+        # Group the PNGs of each (layer, view) into one image summary.
+        start = 0
+        for tag, desc, width, height, count in slots:
+            values.append(
+                image_value(
+                    tag, pngs[start : start + count], width=width, height=height, description=desc
+                )
+            )
+            start += count
+        return records, values
+
+    def _render_layer(self, info: LayerInfo, a: np.ndarray, pal: np.ndarray, step: int):
+        n, h, w, c = a.shape
+        if c == 0:
+            raise ValueError(
+                f"Layer {info.path!r} has an output with zero channels (shape {a.shape[1:]}); nothing to render."
+            )
+        stats = channel_stats(a)
+        top = top_channels(stats.by(self.rank_by), self.top_k)
+        lo, hi = value_range(a, self.normalize)
+        cols, rows = grid_shape(c)
+        factor = shrink_factor(h, w, cols, rows, 1, self.max_image_size)
+        levels_small = to_levels(pool(a, factor), lo, hi)
+        mosaic, grid = mosaic_levels(levels_small, sep=1)
+        record = LayerRecord(info=info, stats=stats, top=top, grid=grid, scale=(lo, hi))
+        jobs: list[tuple] = []
+        slots: list[tuple] = []
+        desc = self._description(info, a.shape[1:], stats, top, step)
+        if "mosaic" in self.views:
+            jobs += [(encode_palette_png, mosaic[i], pal, self.compress_level) for i in range(n)]
+            slots.append((metadata.view_tag(info.path, "mosaic"), desc, grid.width, grid.height, n))
+        if "topk" in self.views:
+            strip = topk_levels(levels_small, top, sep=1)
+            strip = _cap(strip, self.max_image_size)
+            jobs += [(encode_palette_png, strip[i], pal, self.compress_level) for i in range(n)]
+            slots.append(
+                (metadata.view_tag(info.path, "topk"), desc, strip.shape[2], strip.shape[1], n)
+            )
+        if "overlay" in self.views and h > 1:
+            pairs = [
+                overlay_pair(
+                    self.probes.display[i],
+                    a[i],
+                    int(top[i, 0]),
+                    colormap=self.colormap,
+                    alpha=self.alpha,
+                )
+                for i in range(n)
+            ]
+            jobs += [(encode_rgb_png, p, self.compress_level) for p in pairs]
+            slots.append(
+                (
+                    metadata.view_tag(info.path, "overlay"),
+                    desc,
+                    pairs[0].shape[1],
+                    pairs[0].shape[0],
+                    n,
+                )
+            )
+        return record, jobs, slots
+
+    def _layer_values(self, record: LayerRecord, a: np.ndarray) -> list:
+        info, stats = record.info, record.stats
+        finite_mean = float(np.mean(stats.mean)) if stats.mean.size else 0.0
+        content = metadata.create_layer_content(
+            layer=info.path,
+            index=info.index,
+            class_name=info.class_name,
+            shape=a.shape[1:],
+            probes=self.probes.names,
+            labels=self.probes.labels,
+            grid=record.grid.as_dict(),
+            top_k=min(self.top_k, a.shape[-1]),
+            rank_by=self.rank_by,
+            colormap=self.colormap,
+            normalize=self.normalize,
+        )
+        content["views"] = {
+            v: t
+            for v, t in content["views"].items()
+            if v in self.views and (v != "overlay" or a.shape[1] > 1)
+        }
+        return [
+            scalar_value(
+                metadata.scalar_tag(info.path, "mean_activation"),
+                finite_mean,
+                description=f"Mean activation of `{info.path}` over probes, positions and channels.",
+            ),
+            scalar_value(
+                metadata.scalar_tag(info.path, "dead_fraction"),
+                stats.dead_fraction,
+                description=f"Fraction of channels of `{info.path}` that are zero on every probe.",
+            ),
+            scalar_value(
+                metadata.scalar_tag(info.path, "nonfinite_count"),
+                float(stats.nonfinite_count),
+                description=f"NaN/Inf values in `{info.path}`.",
+            ),
+            float_tensor_value(
+                metadata.stats_tag(info.path),
+                stats.stacked(),
+                content=content,
+                description=f"Per-probe, per-channel mean/max/min/std of `{info.path}`.",
+            ),
+        ]
+
+    def _description(
+        self, info: LayerInfo, shape: tuple, stats: ChannelStats, top: np.ndarray, step: int
+    ) -> str:
+        stat = stats.by(self.rank_by)
+        lines = [
+            f"**`{info.path}`** ({info.class_name}), output {' x '.join(str(s) for s in shape)}, "
+            f"{shape[-1]} channels, {int(stats.dead.sum())} dead.",
+            "",
+            f"Top {top.shape[1]} channels by {self.rank_by} (step {step}):",
+            "",
+        ]
+        for i, name in enumerate(self.probes.names):
+            chans = ", ".join(f"#{int(ch)} ({stat[i, ch]:.3g})" for ch in top[i])
+            lines.append(f"- {name}: {chans}")
+        if stats.nonfinite_count:
+            lines += ["", f"{stats.nonfinite_count} NaN/Inf values, shown in magenta."]
+        return "\n".join(lines)
+
+
+def _cap(levels: np.ndarray, max_size: int) -> np.ndarray:
+    """Subsample (nearest) an index image batch so its long side fits ``max_size``."""
+    h, w = levels.shape[1:]
+    step = max(1, -(-max(h, w) // max_size))
+    return levels[:, ::step, ::step] if step > 1 else levels
+
+
+def _with_shape(info: LayerInfo, shape: tuple) -> LayerInfo:
+    from dataclasses import replace
+
+    if info.channels_first and len(shape) >= 2:
+        shape = (shape[-1], *shape[:-1])  # the extractor already moved channels last
+    return replace(info, shape=shape)

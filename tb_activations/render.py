@@ -1,0 +1,322 @@
+"""Rendering activations as pictures: mosaic, top-k strip and overlay.
+
+Maps are first turned into uint8 *levels* (palette indices, see
+:mod:`tb_activations.colormaps`), tiled as levels, and only then coloured:
+one byte per pixel all the way to the palette PNG. Everything here is numpy
+on channels-last arrays ``(N, H, W, C)``; nothing is dropped, nothing divides
+by zero, and NaN/Inf get their own colour.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from tb_activations.colormaps import BACKGROUND_INDEX, LEVELS, NAN_INDEX, palette
+
+NORMALIZE = ("layer", "channel")
+
+#: Default cap, in pixels, on the long side of a rendered image.
+DEFAULT_MAX_SIZE = 2048
+#: Top-k cells are enlarged (nearest neighbour) to at least this many pixels.
+TOPK_MIN_CELL = 64
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Geometry of a tiled image: ``cols`` x ``rows`` cells of ``cell_h`` x ``cell_w`` px, ``sep`` px apart."""
+
+    cols: int
+    rows: int
+    cell_h: int
+    cell_w: int
+    sep: int
+
+    @property
+    def height(self) -> int:
+        return self.rows * (self.cell_h + self.sep) - self.sep
+
+    @property
+    def width(self) -> int:
+        return self.cols * (self.cell_w + self.sep) - self.sep
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "cols": self.cols,
+            "rows": self.rows,
+            "cell_h": self.cell_h,
+            "cell_w": self.cell_w,
+            "sep": self.sep,
+        }
+
+
+def grid_shape(channels: int) -> tuple[int, int]:
+    """``(cols, rows)`` of the near-square grid for ``channels`` cells.
+
+    ``cols = ceil(sqrt(C))`` and ``rows = ceil(C / cols)``: every channel has a
+    cell (the article's ``floor`` dropped some).
+
+    Example:
+
+    >>> [grid_shape(c) for c in (1, 3, 5, 64, 96)]
+    [(1, 1), (2, 2), (3, 2), (8, 8), (10, 10)]
+    """
+    if channels < 1:
+        raise ValueError(
+            f"Cannot tile {channels} channels: a layer output needs at least one channel."
+        )
+    cols = math.ceil(math.sqrt(channels))
+    return cols, math.ceil(channels / cols)
+
+
+def value_range(acts: np.ndarray, normalize: str = "layer") -> tuple[np.ndarray, np.ndarray]:
+    """The ``(lo, hi)`` colour scale of ``acts`` ``(N, H, W, C)``.
+
+    ``"layer"`` (default): one scale for the layer, ``lo = min(0, min)`` and
+    ``hi = max`` over all probes (the article's ``vmin=0, vmax=layer max``,
+    extended to signed outputs); ``"channel"``: one scale per channel, shape
+    ``(C,)``. Non-finite values are ignored; with none finite the scale is ``(0, 0)``.
+    """
+    if normalize not in NORMALIZE:
+        raise ValueError(
+            f"Invalid value for argument `normalize`. Expected one of {NORMALIZE}. Received: {normalize!r}"
+        )
+    axis = None if normalize == "layer" else (0, 1, 2)
+    if np.isfinite(acts).all():
+        if acts.size == 0:
+            return np.float32(0), np.float32(0)
+        lo, hi = acts.min(axis=axis), acts.max(axis=axis)
+    else:
+        lo = np.where(np.isfinite(acts), acts, np.inf).min(axis=axis, initial=np.inf)
+        hi = np.where(np.isfinite(acts), acts, -np.inf).max(axis=axis, initial=-np.inf)
+        lo = np.where(np.isfinite(lo), lo, 0.0)
+        hi = np.where(np.isfinite(hi), hi, 0.0)
+    lo = np.minimum(lo, 0.0).astype(np.float32)
+    return lo, np.maximum(np.asarray(hi, np.float32), lo)
+
+
+def to_levels(acts: np.ndarray, lo: np.ndarray | float, hi: np.ndarray | float) -> np.ndarray:
+    """uint8 levels ``0..LEVELS-1`` of ``acts`` on the scale ``[lo, hi]``; NaN/Inf -> ``NAN_INDEX``.
+
+    ``lo``/``hi`` broadcast against the last axis (per-channel scales). Where
+    ``hi <= lo`` (a constant or all-zero map) every value gets level 0, the
+    colormap's low end: black in ``magma`` and ``gray``.
+    """
+    lo = np.asarray(lo, np.float32)
+    hi = np.asarray(hi, np.float32)
+    span = hi - lo
+    scale = np.where(span > 0, (LEVELS - 1) / np.where(span > 0, span, 1.0), 0.0).astype(np.float32)
+    with np.errstate(invalid="ignore", over="ignore"):
+        scaled = (acts - lo) * scale
+        np.clip(scaled, 0, LEVELS - 1, out=scaled)
+    levels = np.rint(scaled, out=scaled).astype(np.uint8)
+    bad = ~np.isfinite(acts)
+    if bad.any():
+        levels[bad] = NAN_INDEX
+    return levels
+
+
+def pool(acts: np.ndarray, factor: int) -> np.ndarray:
+    """Mean-pool the spatial axes of ``(N, H, W, C)`` by ``factor`` (edges padded by repetition)."""
+    if factor <= 1:
+        return acts
+    n, h, w, c = acts.shape
+    hp, wp = math.ceil(h / factor) * factor, math.ceil(w / factor) * factor
+    if (hp, wp) != (h, w):
+        acts = np.pad(acts, ((0, 0), (0, hp - h), (0, wp - w), (0, 0)), mode="edge")
+    return acts.reshape(n, hp // factor, factor, wp // factor, factor, c).mean(
+        axis=(2, 4), dtype=np.float32
+    )
+
+
+def shrink_factor(cell_h: int, cell_w: int, cols: int, rows: int, sep: int, max_size: int) -> int:
+    """Smallest integer pooling factor that keeps the tiled image within ``max_size`` px."""
+    if max_size is None or max_size <= 0:
+        return 1
+    factor = 1
+    while True:
+        h, w = math.ceil(cell_h / factor), math.ceil(cell_w / factor)
+        if max(rows * (h + sep) - sep, cols * (w + sep) - sep) <= max_size or (h == 1 and w == 1):
+            return factor
+        factor += 1
+
+
+def tile(cells: np.ndarray, cols: int, sep: int = 1) -> np.ndarray:
+    """Tile level cells ``(N, K, h, w)`` into ``(N, rows*(h+sep)-sep, cols*(w+sep)-sep)``.
+
+    Cells past ``K`` and separators get ``BACKGROUND_INDEX``.
+    """
+    n, k, h, w = cells.shape
+    rows = math.ceil(k / cols)
+    canvas = np.full((n, rows, cols, h + sep, w + sep), BACKGROUND_INDEX, np.uint8)
+    flat = canvas.reshape(n, rows * cols, h + sep, w + sep)
+    flat[:, :k, :h, :w] = cells
+    out = canvas.transpose(0, 1, 3, 2, 4).reshape(n, rows * (h + sep), cols * (w + sep))
+    return out[:, : rows * (h + sep) - sep, : cols * (w + sep) - sep]
+
+
+def mosaic_levels(levels: np.ndarray, *, sep: int = 1) -> tuple[np.ndarray, Grid]:
+    """Tile every channel of levels ``(N, H, W, C)`` in a near-square grid.
+
+    Returns:
+        ``(images, grid)``: uint8 ``(N, grid.height, grid.width)`` palette indices.
+    """
+    _n, h, w, c = levels.shape
+    cols, rows = grid_shape(c)
+    cells = levels.transpose(0, 3, 1, 2)
+    return tile(cells, cols, sep), Grid(cols=cols, rows=rows, cell_h=h, cell_w=w, sep=sep)
+
+
+def topk_levels(
+    levels: np.ndarray, channels: np.ndarray, *, sep: int = 1, min_cell: int = TOPK_MIN_CELL
+) -> np.ndarray:
+    """One strip per probe of the ``channels`` ``(N, k)`` maps, enlarged to at least ``min_cell`` px."""
+    _n, h, w, _ = levels.shape
+    picked = np.take_along_axis(levels, channels[:, None, None, :], axis=3).transpose(0, 3, 1, 2)
+    up = max(1, math.ceil(min_cell / max(h, w)))
+    if up > 1:
+        picked = picked.repeat(up, axis=2).repeat(up, axis=3)
+    return tile(picked, cols=channels.shape[1], sep=sep)
+
+
+def colorize(levels: np.ndarray, colormap: str = "magma") -> np.ndarray:
+    """RGB uint8 ``(..., 3)`` of palette indices ``levels`` in ``colormap``."""
+    return palette(colormap)[levels]
+
+
+def _unit(m: np.ndarray) -> np.ndarray:
+    """Scale a map to [0, 1] by its own finite range; constant or non-finite maps become 0."""
+    m = np.where(np.isfinite(m), m, np.nan)
+    if np.isnan(m).all():
+        return np.zeros_like(m, dtype=np.float32)
+    lo, hi = np.nanmin(m), np.nanmax(m)
+    out = (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
+    return np.nan_to_num(out, nan=0.0).astype(np.float32)
+
+
+def _resize(m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    from PIL import Image
+
+    h, w = size
+    if m.shape == (h, w):
+        return m
+    return np.asarray(
+        Image.fromarray(m.astype(np.float32), mode="F").resize((w, h), Image.BILINEAR)
+    )
+
+
+def overlay(
+    image: np.ndarray, heat: np.ndarray, *, colormap: str = "magma", alpha: float = 0.5
+) -> np.ndarray:
+    """Blend a heatmap ``(h, w)`` over ``image`` ``(H, W, 3)`` uint8, upsampled to its size.
+
+    The heatmap is scaled to [0, 1] by its own range (the overlay shows *where*,
+    not how much), coloured with ``colormap`` and blended with weight ``alpha``.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(
+            f"Invalid value for argument `alpha`. Expected a float in [0, 1]. Received: {alpha}"
+        )
+    unit = _resize(_unit(np.asarray(heat, np.float32)), image.shape[:2])
+    idx = np.clip(np.rint(unit * (LEVELS - 1)), 0, LEVELS - 1).astype(np.uint8)
+    colour = palette(colormap)[idx].astype(np.float32)
+    out = image.astype(np.float32) * (1.0 - alpha) + colour * alpha
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def overlay_pair(
+    image: np.ndarray,
+    maps: np.ndarray,
+    channel: int,
+    *,
+    colormap: str = "magma",
+    alpha: float = 0.5,
+    sep: int = 1,
+) -> np.ndarray:
+    """The overlay view of one probe: ``[strongest channel | mean over channels]`` side by side.
+
+    Args:
+        image: uint8 ``(H, W, 3)`` display image of the probe.
+        maps: float32 ``(h, w, C)`` activations of the probe.
+        channel: Index of the strongest channel.
+
+    Returns:
+        uint8 RGB ``(H, 2 * W + sep, 3)``, separator in the background colour.
+    """
+    strongest = overlay(image, maps[..., channel], colormap=colormap, alpha=alpha)
+    finite = np.where(np.isfinite(maps), maps, 0.0)
+    mean = overlay(image, finite.mean(axis=-1), colormap=colormap, alpha=alpha)
+    h, w, _ = image.shape
+    out = np.empty((h, 2 * w + sep, 3), np.uint8)
+    out[:, :w] = strongest
+    out[:, w : w + sep] = palette(colormap)[BACKGROUND_INDEX]
+    out[:, w + sep :] = mean
+    return out
+
+
+def render_mosaic(
+    acts: np.ndarray,
+    *,
+    colormap: str = "magma",
+    normalize: str = "layer",
+    sep: int = 1,
+    max_size: int = DEFAULT_MAX_SIZE,
+) -> np.ndarray:
+    """RGB mosaic of every channel: uint8 ``(rows*(h+sep)-sep, cols*(w+sep)-sep, 3)``.
+
+    Args:
+        acts: ``(H, W, C)`` for one probe, or ``(N, H, W, C)`` (then the result has a leading ``N``).
+        colormap: See :func:`tb_activations.colormaps.palette`. Defaults to ``"magma"``.
+        normalize: ``"layer"`` or ``"channel"``. Defaults to ``"layer"``.
+        sep: Separator width in px. Defaults to 1.
+        max_size: Cap on the long side; cells are mean-pooled to fit. Defaults to 2048.
+
+    Example:
+
+    >>> render_mosaic(np.random.rand(7, 7, 5).astype("float32")).shape   # 3 x 2 grid
+    (15, 23, 3)
+    """
+    acts, single = _batch(acts)
+    lo, hi = value_range(acts, normalize)
+    _, h, w, c = acts.shape
+    cols, rows = grid_shape(c)
+    acts = pool(acts, shrink_factor(h, w, cols, rows, sep, max_size))
+    images, _ = mosaic_levels(to_levels(acts, lo, hi), sep=sep)
+    rgb = colorize(images, colormap)
+    return rgb[0] if single else rgb
+
+
+def render_topk(
+    acts: np.ndarray,
+    k: int = 5,
+    *,
+    rank_by: str = "mean",
+    colormap: str = "magma",
+    normalize: str = "layer",
+    sep: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """RGB strip of the ``k`` strongest channels and their indices.
+
+    Returns:
+        ``(image, channels)``: uint8 ``(N?, h', k*(w'+sep)-sep, 3)`` and int ``(N?, k)``.
+    """
+    from tb_activations.stats import channel_stats, top_channels
+
+    acts, single = _batch(acts)
+    lo, hi = value_range(acts, normalize)
+    channels = top_channels(channel_stats(acts).by(rank_by), k)
+    rgb = colorize(topk_levels(to_levels(acts, lo, hi), channels, sep=sep), colormap)
+    return (rgb[0], channels[0]) if single else (rgb, channels)
+
+
+def _batch(acts: np.ndarray) -> tuple[np.ndarray, bool]:
+    acts = np.asarray(acts)
+    if acts.ndim == 3:
+        return acts[None].astype(np.float32, copy=False), True
+    if acts.ndim != 4:
+        raise ValueError(
+            f"Expected activations of shape (H, W, C) or (N, H, W, C). Received shape: {acts.shape}"
+        )
+    return acts.astype(np.float32, copy=False), False
