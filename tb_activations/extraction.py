@@ -62,6 +62,8 @@ class ActivationExtractor:
         layers: The layers to extract, from :func:`~tb_activations.select_layers`.
         input_shape: Shape of one input without the batch axis. Defaults to
             the model's input shape; required for subclassed models.
+        include_output: Also return the model's own (first) output from the
+            same pass, for the probes' predictions. Defaults to ``False``.
 
     The sub-model (or, for a subclassed model, a traced forward pass that
     captures the layer outputs) is built once, here. Calls run in inference
@@ -80,6 +82,7 @@ class ActivationExtractor:
         layers: Sequence[LayerInfo],
         *,
         input_shape: tuple[int, ...] | None = None,
+        include_output: bool = False,
     ) -> None:
         import tensorflow as tf
 
@@ -96,8 +99,11 @@ class ActivationExtractor:
         self.input_shape = tuple(shape)
         paths = [i.path for i in self.layers]
         channels_first = [i.channels_first for i in self.layers]
+        self.include_output = include_output
         if is_functional(model):
             outputs = _symbolic_outputs(model, paths)
+            if include_output:
+                outputs = [*outputs, _first(model.outputs)]
             submodel = keras.Model(model.inputs, outputs, name=f"{model.name}_activations")
 
             def forward(x):
@@ -105,14 +111,17 @@ class ActivationExtractor:
 
             self._submodel = submodel
         else:
-            forward = _capturing_forward(model, self.layers)
+            forward = _capturing_forward(model, self.layers, include_output)
             self._submodel = None
 
         def extract(x):
             outs = forward(x)
             if not isinstance(outs, (list, tuple)):
                 outs = [outs]
-            return [_standardize(o, cf) for o, cf in zip(outs, channels_first)]
+            maps = [_standardize(o, cf) for o, cf in zip(outs, channels_first)]
+            if include_output:
+                maps.append(tf.cast(outs[-1], tf.float32))
+            return maps
 
         spec = tf.TensorSpec(
             (None, *[None if s is None else int(s) for s in self.input_shape]), tf.float32
@@ -128,9 +137,17 @@ class ActivationExtractor:
             rank 4: ``(N, H, W, C)``. Rank-3 outputs ``(N, L, C)`` come back as
             ``(N, 1, L, C)`` and rank-2 ones ``(N, C)`` as ``(N, 1, 1, C)``.
         """
-        x = np.asarray(inputs, dtype=np.float32)
-        outs = self._fn(x)
-        return {info.path: out.numpy() for info, out in zip(self.layers, outs)}
+        return self.run(inputs)[0]
+
+    def run(self, inputs: Any) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+        """Activations as :meth:`__call__`, and the model output when ``include_output``.
+
+        Returns:
+            ``(activations, output)``; ``output`` is float32 ``(N, ...)`` or ``None``.
+        """
+        outs = self._fn(np.asarray(inputs, dtype=np.float32))
+        acts = {info.path: out.numpy() for info, out in zip(self.layers, outs)}
+        return acts, (outs[-1].numpy() if self.include_output else None)
 
     def tensors(self, inputs: Any) -> list[Any]:
         """Like :meth:`__call__` but returns the ``tf.Tensor`` list, left on the device."""
@@ -211,7 +228,15 @@ def _trace(model: Any, inputs: Any, prefix: str, wanted: set[str], found: dict[s
     return graph._run_through_graph(inputs, operation_fn=operation_fn)
 
 
-def _capturing_forward(model: Any, layers: Sequence[LayerInfo]) -> Any:
+def _first(outputs: Any) -> Any:
+    import keras.tree
+
+    return keras.tree.flatten(outputs)[0]
+
+
+def _capturing_forward(
+    model: Any, layers: Sequence[LayerInfo], include_output: bool = False
+) -> Any:
     """A forward pass of a subclassed model that also returns the layers' outputs.
 
     Subclassed layers have no symbolic outputs, so each selected layer's
@@ -234,7 +259,7 @@ def _capturing_forward(model: Any, layers: Sequence[LayerInfo]) -> Any:
 
                 layer.call = hooked
                 originals.append(layer)
-            model(x, training=False)
+            output = model(x, training=False)
         finally:
             for layer in originals:
                 # Remove the instance attribute: the class's call shows again.
@@ -245,6 +270,7 @@ def _capturing_forward(model: Any, layers: Sequence[LayerInfo]) -> Any:
                 f"Layers {missing} were not called in the forward pass of model {model.name!r}, "
                 "so their activations cannot be captured."
             )
-        return [captured[i] for i in range(len(layers))]
+        outs = [captured[i] for i in range(len(layers))]
+        return [*outs, _first(output)] if include_output else outs
 
     return forward

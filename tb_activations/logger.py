@@ -326,7 +326,7 @@ class ActivationLogger:
             )
         stats = channel_stats(a)
         top = top_channels(stats.by(self.rank_by), self.top_k)
-        lo, hi = value_range(a, self.normalize)
+        lo, hi = self._scale(info, a)
         cols, rows = grid_shape(c)
         factor = shrink_factor(h, w, cols, rows, 1, self.max_image_size)
         levels_small = to_levels(pool(a, factor), lo, hi)
@@ -367,6 +367,10 @@ class ActivationLogger:
                 )
             )
         return record, jobs, slots
+
+    def _scale(self, info: LayerInfo, a: np.ndarray) -> tuple[Any, Any]:
+        """The ``(lo, hi)`` colour scale of layer ``info`` for activations ``a`` at this step."""
+        return value_range(a, self.normalize)
 
     def _layer_values(self, record: LayerRecord, a: np.ndarray) -> list:
         info, stats = record.info, record.stats

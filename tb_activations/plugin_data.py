@@ -42,6 +42,11 @@ SCALARS_PLUGIN = "scalars"
 #: would return nothing, so "keep all" is spelled as a large number.
 READ_ALL = 1_000_000
 
+#: Image tag under which a logger may store the probe images themselves
+#: (``[w, h, png_probe_0, ...]``, at one or more steps). When present, an
+#: opened channel is drawn over the probe image; otherwise over the overlay view.
+PROBE_IMAGES_TAG = metadata.INTERNAL_PREFIX + "/probes"
+
 #: The flag a user passes to keep every logged step of images and stats.
 SAMPLING_FLAG = "--samples_per_plugin=images=0,activations=0"
 
@@ -188,7 +193,8 @@ def list_layers(data_provider, ctx, *, experiment_id: str, run: str) -> dict[str
 
     Returns:
         ``{"run", "layers": [...], "steps": [...], "logged_steps": [...],
-        "sampling": None | {"kept", "logged", "flag", "message"}, "skipped": [...]}``;
+        "sampling": None | {"kept", "logged", "flag", "message"},
+        "probe_images": None | {"tag", "steps"}, "skipped": [...]}``;
         each layer carries its plugin content (``index``, ``class_name``,
         ``shape``, ``probes``, ``labels``, ``views``, ``grid``, ``top_k``, ...)
         plus ``steps`` (kept mosaic steps) and ``logged_steps``.
@@ -214,7 +220,7 @@ def list_layers(data_provider, ctx, *, experiment_id: str, run: str) -> dict[str
         experiment_id=experiment_id,
         plugin_name=IMAGES_PLUGIN,
         downsample=READ_ALL,
-        run_tag_filter=_filter(run, mosaic_tags),
+        run_tag_filter=_filter(run, [*mosaic_tags, PROBE_IMAGES_TAG]),
     ).get(run, {})
     # Steps logged per layer, from the scalars (1000 kept by default).
     scalar_tags = [metadata.scalar_tag(c["layer"], "mean_activation") for c in ordered]
@@ -255,9 +261,11 @@ def list_layers(data_provider, ctx, *, experiment_id: str, run: str) -> dict[str
                 f"Restart it with {SAMPLING_FLAG} to keep every step."
             ),
         }
+    probe_steps = [d.step for d in blob_series.get(PROBE_IMAGES_TAG, [])]
     return {
         "run": run,
         "layers": out_layers,
+        "probe_images": {"tag": PROBE_IMAGES_TAG, "steps": probe_steps} if probe_steps else None,
         "steps": sorted(all_steps),
         "logged_steps": sorted(all_logged),
         "sampling": sampling,

@@ -367,7 +367,8 @@ class Dashboard {
       this.notice.hidden = false;
       setChildren(this.notice,
         el('strong', {text: 'Steps sampled. '}),
-        data.sampling.message.replace(data.sampling.flag, '').replace(/ with\s+to keep every step\.?$/, ' with '),
+        `TensorBoard kept the images of ${data.sampling.kept} of the ${data.sampling.logged} logged steps. ` +
+          'Restart it with ',
         el('code', {text: data.sampling.flag}),
         ' to keep every step.');
     } else {
