@@ -17,10 +17,11 @@ function label(x, y, text, anchor = 'start') {
 /**
  * An SVG chart of `points` ([[step, value|null], ...]).
  * @param {Array} points
- * @param {{width?: number, height?: number, markStep?: number, onPick?: Function}} options
- *   `markStep` draws a vertical line at that step; clicking calls `onPick(step)`.
+ * @param {{width?: number, height?: number, markStep?: number, onPick?: Function, unit?: boolean}} options
+ *   `markStep` draws a vertical line at that step; clicking calls `onPick(step)`;
+ *   `unit` keeps the y axis on [0, 1] (fractions, CKA).
  */
-export function lineChart(points, {width = 280, height = 120, markStep, onPick} = {}) {
+export function lineChart(points, {width = 280, height = 120, markStep, onPick, unit = false} = {}) {
   const pad = {left: 40, right: 8, top: 8, bottom: 18};
   const root = svg('svg', {width, height, viewBox: `0 0 ${width} ${height}`, class: 'tba-chart', role: 'img'});
   const finite = points.filter(([, v]) => v !== null && Number.isFinite(v));
@@ -33,6 +34,11 @@ export function lineChart(points, {width = 280, height = 120, markStep, onPick} 
   const x1 = Math.max(...steps);
   let y0 = Math.min(...finite.map(([, v]) => v));
   let y1 = Math.max(...finite.map(([, v]) => v));
+  if (unit) {
+    // Fractions and similarities: keep the [0, 1] scale unless values leave it.
+    y0 = Math.min(0, y0);
+    y1 = Math.max(1, y1);
+  }
   if (y0 === y1) {
     y0 -= 0.5;
     y1 += 0.5;

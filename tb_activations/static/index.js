@@ -10,6 +10,7 @@ import {lineChart} from './static/chart.js';
 import {el, fmt, setChildren, setOptions} from './static/dom.js';
 
 const PLAY_MS = 700;
+const UNIT_SERIES = /^(cka_.*|.*_fraction|topk_overlap)$/;
 const FILMSTRIP_MAX = 60;
 const EMPTY_POLL_MS = 5000;
 const SNIPPET = `from tb_activations import ActivationLogger, Probes
@@ -749,7 +750,7 @@ class Dashboard {
     const hasDrift = series.some((s) => s.name.startsWith('cka_'));
     const cards = series.map((s) => el('figure', {class: 'tba-chart-card', dataset: {series: s.name}},
       el('figcaption', {class: 'tba-caption', text: `${s.name}`}),
-      lineChart(s.points, {markStep: this.currentStep(), onPick: (step) => {
+      lineChart(s.points, {markStep: this.currentStep(), unit: UNIT_SERIES.test(s.name), onPick: (step) => {
         const i = this.layer().steps.indexOf(step);
         if (i >= 0) this.setStepIndex(i);
       }})));
