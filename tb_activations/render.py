@@ -77,7 +77,8 @@ def value_range(acts: np.ndarray, normalize: str = "layer") -> tuple[np.ndarray,
     ``"layer"`` (default): one scale for the layer, ``lo = min(0, min)`` and
     ``hi = max`` over all probes (the article's ``vmin=0, vmax=layer max``,
     extended to signed outputs); ``"channel"``: one scale per channel, shape
-    ``(C,)``. Non-finite values are ignored; with none finite the scale is ``(0, 0)``.
+    ``(C,)``, from its own min to max (a constant channel has no contrast and
+    renders at the low end). Non-finite values are ignored; with none finite the scale is ``(0, 0)``.
     """
     if normalize not in NORMALIZE:
         raise ValueError(
@@ -93,7 +94,9 @@ def value_range(acts: np.ndarray, normalize: str = "layer") -> tuple[np.ndarray,
         hi = np.where(np.isfinite(acts), acts, -np.inf).max(axis=axis, initial=-np.inf)
         lo = np.where(np.isfinite(lo), lo, 0.0)
         hi = np.where(np.isfinite(hi), hi, 0.0)
-    lo = np.minimum(lo, 0.0).astype(np.float32)
+    if normalize == "layer":
+        lo = np.minimum(lo, 0.0)
+    lo = np.asarray(lo, np.float32)
     return lo, np.maximum(np.asarray(hi, np.float32), lo)
 
 
@@ -111,7 +114,7 @@ def to_levels(acts: np.ndarray, lo: np.ndarray | float, hi: np.ndarray | float) 
     with np.errstate(invalid="ignore", over="ignore"):
         scaled = (acts - lo) * scale
         np.clip(scaled, 0, LEVELS - 1, out=scaled)
-    levels = np.rint(scaled, out=scaled).astype(np.uint8)
+        levels = np.rint(scaled, out=scaled).astype(np.uint8)
     bad = ~np.isfinite(acts)
     if bad.any():
         levels[bad] = NAN_INDEX

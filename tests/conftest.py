@@ -1,0 +1,92 @@
+"""Shared test helpers: small real models and TensorBoard's own event readers."""
+
+from __future__ import annotations
+
+import io
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+
+
+def read_run(run_dir: str):
+    """An EventAccumulator over ``run_dir`` keeping every event (size guidance 0)."""
+    from tensorboard.backend.event_processing import event_accumulator
+
+    acc = event_accumulator.EventAccumulator(
+        str(run_dir),
+        size_guidance={"tensors": 0, "images": 0, "scalars": 0, "histograms": 0},
+    )
+    acc.Reload()
+    return acc
+
+
+def tensor_tags(acc) -> set[str]:
+    return set(acc.Tags()["tensors"])
+
+
+def steps_of(acc, tag: str) -> list[int]:
+    return [e.step for e in acc.Tensors(tag)]
+
+
+def scalar_values(acc, tag: str) -> list[float]:
+    from tensorboard.util import tensor_util
+
+    return [float(tensor_util.make_ndarray(e.tensor_proto)) for e in acc.Tensors(tag)]
+
+
+def images_at(acc, tag: str, step: int | None = None):
+    """``(width, height, [PIL images])`` of an image tag at ``step`` (default: last)."""
+    from PIL import Image
+    from tensorboard.util import tensor_util
+
+    events = acc.Tensors(tag)
+    event = events[-1] if step is None else next(e for e in events if e.step == step)
+    strings = tensor_util.make_ndarray(event.tensor_proto)
+    width, height = int(strings[0]), int(strings[1])
+    return width, height, [Image.open(io.BytesIO(s)) for s in strings[2:]]
+
+
+def constant_channel_model(channels: int, size: int = 4):
+    """A 1x1 conv with zero kernel and bias ``c + 1``: channel ``c`` is ``c + 1`` everywhere."""
+    import keras
+
+    inputs = keras.Input((size, size, 1))
+    conv = keras.layers.Conv2D(channels, 1, name="const")
+    outputs = conv(inputs)
+    model = keras.Model(inputs, outputs)
+    conv.set_weights(
+        [np.zeros((1, 1, 1, channels), np.float32), np.arange(1, channels + 1, dtype=np.float32)]
+    )
+    return model
+
+
+def small_cnn(input_shape=(16, 16, 3), classes: int = 3, seed: int = 0):
+    """Three conv layers and a classifier; small enough for many tests."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential(
+        [
+            keras.Input(input_shape),
+            keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv1"),
+            keras.layers.MaxPooling2D(name="pool1"),
+            keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="conv2"),
+            keras.layers.Conv2D(5, 3, padding="same", activation="relu", name="conv3"),
+            keras.layers.GlobalAveragePooling2D(name="gap"),
+            keras.layers.Dense(classes, activation="softmax", name="head"),
+        ],
+        name="small_cnn",
+    )
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+@pytest.fixture
+def images(rng):
+    return rng.integers(0, 256, size=(3, 16, 16, 3), dtype=np.uint8)

@@ -1,0 +1,98 @@
+import keras
+import numpy as np
+import pytest
+
+from tb_activations import ActivationCallback, Probes
+from tests.conftest import images_at, read_run, small_cnn, steps_of
+
+
+def _data(n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, 16, 16, 3), dtype=np.float32)
+    y = (x[:, :8].mean(axis=(1, 2, 3)) > x[:, 8:].mean(axis=(1, 2, 3))).astype("int32")
+    return x, y
+
+
+def _fit(callbacks, epochs=3, **kwargs):
+    keras.utils.set_random_seed(1)
+    model = small_cnn(seed=1)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    x, y = _data()
+    history = model.fit(
+        x, y, epochs=epochs, batch_size=16, verbose=0, shuffle=False, callbacks=callbacks, **kwargs
+    )
+    return model, history
+
+
+def test_fit_logs_every_epoch_side_by_side_with_keras_tensorboard(tmp_path):
+    x, _ = _data()
+    probes = Probes(x[:2])
+    _, history = _fit(
+        [
+            ActivationCallback(probes, tmp_path, layers=["conv*"]),
+            keras.callbacks.TensorBoard(str(tmp_path)),
+        ]
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["activations", "train"]
+    acc = read_run(tmp_path / "activations")
+    tags = set(acc.Tags()["tensors"])
+    assert {"conv1/mosaic", "conv2/topk", "conv3/overlay", "conv3/dead_fraction"} <= tags
+    for tag in tags:
+        assert steps_of(acc, tag) == [0, 1, 2], tag
+    w, h, pngs = images_at(acc, "conv1/mosaic", step=2)
+    assert (w, h) == (2 * 17 - 1, 2 * 17 - 1) and [p.size for p in pngs] == [(w, h)] * 2
+
+
+def test_history_and_weights_equal_a_run_without_the_callback(tmp_path):
+    x, _ = _data()
+    model_a, hist_a = _fit([])
+    model_b, hist_b = _fit([ActivationCallback(Probes(x[:3]), tmp_path, freq=2)])
+    assert hist_a.history.keys() == hist_b.history.keys()
+    for key in hist_a.history:
+        np.testing.assert_allclose(hist_a.history[key], hist_b.history[key], rtol=1e-6)
+    for wa, wb in zip(model_a.get_weights(), model_b.get_weights()):
+        np.testing.assert_allclose(wa, wb, rtol=1e-6)
+
+
+def test_batch_frequency_uses_global_batch_steps(tmp_path):
+    x, _ = _data()
+    _fit([ActivationCallback(Probes(x[:1]), tmp_path, layers=["pool1"], freq=3)], epochs=2)
+    acc = read_run(tmp_path / "activations")
+    assert steps_of(acc, "pool1/mosaic") == [3, 6]  # 4 batches per epoch, 8 in all
+
+
+def test_resumed_fit_continues_epoch_steps(tmp_path):
+    x, y = _data()
+    model = small_cnn()
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    cb = ActivationCallback(Probes(x[:1]), tmp_path, layers=["pool1"])
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[cb])
+    model.fit(x, y, epochs=4, initial_epoch=2, verbose=0, callbacks=[cb])
+    assert steps_of(read_run(tmp_path / "activations"), "pool1/mosaic") == [0, 1, 2, 3]
+
+
+def test_logging_failure_warns_and_training_continues(tmp_path):
+    x, _ = _data()
+    cb = ActivationCallback(Probes(x[:1]), tmp_path, layers=["pool1"])
+
+    def broken(step):
+        raise OSError("disk full")
+
+    class Breaker(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            cb.logger.log = broken
+
+    with pytest.warns(
+        RuntimeWarning,
+        match="step 0 failed and was skipped; training continues. OSError: disk full",
+    ):
+        _, history = _fit([cb, Breaker()], epochs=2)
+    assert len(history.history["loss"]) == 2 and cb.failures == 2
+
+
+def test_bad_callback_arguments():
+    probes = Probes(np.zeros((1, 16, 16, 3), np.uint8))
+    with pytest.raises(ValueError, match="Expected 'epoch' or a positive int. Received: freq=0"):
+        ActivationCallback(probes, "x", freq=0)
+    with pytest.raises(TypeError, match="top_kk"):
+        ActivationCallback(probes, "x", top_kk=3)

@@ -1,0 +1,133 @@
+import keras
+import numpy as np
+import pytest
+
+from tb_activations import ActivationExtractor, select_layers
+from tests.conftest import constant_channel_model, small_cnn
+
+ARTICLE_SHAPES = [
+    (224, 224, 64), (224, 224, 64), (112, 112, 64),
+    (112, 112, 128), (112, 112, 128), (56, 56, 128),
+    (56, 56, 256), (56, 56, 256), (56, 56, 256), (28, 28, 256),
+    (28, 28, 512), (28, 28, 512), (28, 28, 512), (14, 14, 512),
+    (14, 14, 512), (14, 14, 512), (14, 14, 512), (7, 7, 512),
+]  # fmt: skip
+
+
+def test_known_values_of_a_hand_set_model():
+    model = constant_channel_model(5)
+    ex = ActivationExtractor(model, select_layers(model, ["const"]))
+    acts = ex(np.random.default_rng(0).random((2, 4, 4, 1)))
+    assert list(acts) == ["const"]
+    expected = np.broadcast_to(np.arange(1, 6, dtype=np.float32), (2, 4, 4, 5))
+    np.testing.assert_array_equal(acts["const"], expected)
+    assert acts["const"].dtype == np.float32
+
+
+def test_vgg16_article_layers_have_the_articles_shapes():
+    model = keras.applications.VGG16(weights=None, include_top=False, input_shape=(224, 224, 3))
+    ex = ActivationExtractor(model, select_layers(model, None))
+    acts = ex(np.zeros((1, 224, 224, 3), np.float32))
+    assert [a.shape for a in acts.values()] == [(1, *s) for s in ARTICLE_SHAPES]
+
+
+def test_nested_backbone_layer_through_the_outer_model():
+    base = keras.applications.MobileNetV2(
+        weights=None, include_top=False, input_shape=(32, 32, 3), alpha=0.35
+    )
+    model = keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            base,
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(2),
+        ]
+    )
+    infos = select_layers(model, ["mobilenetv2*/block_1_expand_relu", "mobilenetv2*/Conv1"])
+    ex = ActivationExtractor(model, infos, include_output=True)
+    x = np.random.default_rng(0).random((2, 32, 32, 3)).astype(np.float32)
+    acts, output = ex.run(x)
+    # Same values as the inner model's own sub-model on the same input.
+    inner = keras.Model(base.input, base.get_layer("block_1_expand_relu").output)
+    np.testing.assert_allclose(
+        acts[infos[1].path], inner(x, training=False).numpy(), rtol=1e-5, atol=1e-5
+    )
+    np.testing.assert_allclose(output, model(x, training=False).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_inference_mode_dropout_and_batchnorm_untouched():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.Dropout(0.9, name="drop")(x)
+    model = keras.Model(inputs, x)
+    before = [w.copy() for w in model.get_weights()]
+    ex = ActivationExtractor(model, select_layers(model, ["drop"]))
+    x_in = np.random.default_rng(1).random((4, 8, 8, 3)).astype(np.float32)
+    a1, a2 = ex(x_in)["drop"], ex(x_in)["drop"]
+    np.testing.assert_array_equal(a1, a2)  # no dropout noise
+    np.testing.assert_allclose(a1, model(x_in, training=False).numpy(), rtol=1e-6)
+    for b, w in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(b, w)  # BatchNorm statistics not updated
+
+
+def test_channels_first_layers_come_back_channels_last():
+    inputs = keras.Input((3, 6, 5))  # channels-first input
+    conv = keras.layers.Conv2D(4, 1, data_format="channels_first", name="cf")
+    model = keras.Model(inputs, conv(inputs))
+    conv.set_weights([np.zeros((1, 1, 3, 4), np.float32), np.arange(4, dtype=np.float32)])
+    infos = select_layers(model, ["cf"])
+    assert infos[0].channels_first
+    acts = ActivationExtractor(model, infos)(np.zeros((2, 3, 6, 5), np.float32))["cf"]
+    assert acts.shape == (2, 6, 5, 4)
+    np.testing.assert_array_equal(acts[0, 0, 0], [0, 1, 2, 3])
+
+
+def test_dense_and_1d_outputs_become_rank_4():
+    inputs = keras.Input((10, 3))
+    x = keras.layers.Conv1D(4, 3, name="c1d")(inputs)
+    y = keras.layers.Dense(7, name="dense")(keras.layers.Flatten()(x))
+    model = keras.Model(inputs, y)
+    acts = ActivationExtractor(model, select_layers(model, ["c1d", "dense"]))(np.ones((2, 10, 3)))
+    assert acts["c1d"].shape == (2, 1, 8, 4)
+    assert acts["dense"].shape == (2, 1, 1, 7)
+
+
+def test_subclassed_model_outputs_are_captured_in_a_real_pass():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.conv = keras.layers.Conv2D(3, 1, name="conv")
+            self.pool = keras.layers.GlobalAveragePooling2D()
+
+        def call(self, x):
+            return self.pool(self.conv(x))
+
+    net = Net()
+    net(np.zeros((1, 4, 4, 2), np.float32))
+    net.conv.set_weights(
+        [np.zeros((1, 1, 2, 3), np.float32), np.array([1.0, 2.0, 3.0], np.float32)]
+    )
+    ex = ActivationExtractor(net, select_layers(net, ["conv"]), input_shape=(4, 4, 2))
+    acts = ex(np.ones((2, 4, 4, 2)))
+    np.testing.assert_array_equal(acts["conv"][1, 2, 3], [1.0, 2.0, 3.0])
+    assert "call" not in vars(net.conv)  # hooks removed after tracing
+
+
+def test_extractor_is_traced_once():
+    model = small_cnn()
+    ex = ActivationExtractor(model, select_layers(model, None))
+    for n in (1, 3, 2):
+        ex(np.zeros((n, 16, 16, 3)))
+    assert ex._fn.experimental_get_tracing_count() == 1
+
+
+def test_probe_size_mismatch_is_a_clear_error():
+    from tb_activations.extraction import check_probe_shape
+
+    with pytest.raises(
+        ValueError,
+        match=r"shape \(32, 32, 3\) but model 'small_cnn' expects .*\(16, 16, 3\).*target_size=\(16, 16\)",
+    ):
+        check_probe_shape(small_cnn(), (32, 32, 3))

@@ -1,0 +1,185 @@
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from tb_activations import ActivationLogger, Probes
+from tb_activations.colormaps import LEVELS
+from tb_activations.render import grid_shape
+from tests.conftest import (
+    constant_channel_model,
+    images_at,
+    read_run,
+    scalar_values,
+    small_cnn,
+    steps_of,
+)
+
+
+def test_log_writes_every_view_stat_and_scalar(tmp_path, images):
+    model = small_cnn()
+    logger = ActivationLogger(
+        model, Probes(images, names=["a", "b", "c"]), tmp_path, layers=["conv*", "pool1"], top_k=2
+    )
+    for step in (0, 5):
+        logger.log(step)
+    logger.close()
+    acc = read_run(tmp_path / "activations")
+    layers = ["conv1", "pool1", "conv2", "conv3"]
+    expected = {
+        f"{layer}/{s}"
+        for layer in layers
+        for s in (
+            "mosaic",
+            "topk",
+            "overlay",
+            "mean_activation",
+            "dead_fraction",
+            "nonfinite_count",
+            "channel_stats",
+        )
+    }
+    expected.add("_tb_activations/log_seconds")
+    assert set(acc.Tags()["tensors"]) == expected
+    for tag in expected:
+        assert steps_of(acc, tag) == [0, 5], tag
+    # conv2: 8x8x6 maps -> 3x2 grid of 8x8 cells with 1 px separators; 3 probes.
+    w, h, pngs = images_at(acc, "conv2/mosaic")
+    assert (w, h) == (3 * 9 - 1, 2 * 9 - 1) and len(pngs) == 3
+    assert all(p.size == (w, h) for p in pngs)
+    # Overlay: [strongest | mean] at the probe's display size.
+    w, h, pngs = images_at(acc, "conv2/overlay")
+    assert (w, h) == (2 * 16 + 1, 16)
+    assert (
+        "top 2 channels by mean" in acc.summary_metadata["conv2/mosaic"].summary_description.lower()
+    )
+
+
+def test_hand_set_model_top_k_and_mosaic_pixels(tmp_path):
+    channels = 5
+    model = constant_channel_model(channels)
+    probes = Probes(np.zeros((1, 4, 4, 1), np.uint8))
+    with ActivationLogger(model, probes, tmp_path, top_k=3, colormap="gray") as logger:
+        records = logger.log(0)
+    assert records["const"].top.tolist() == [[4, 3, 2]]
+    acc = read_run(tmp_path / "activations")
+    _, _, (mosaic,) = images_at(acc, "const/mosaic")
+    assert mosaic.mode == "P"  # palette PNG: one byte per pixel
+    idx = np.asarray(mosaic)
+    cols, _ = grid_shape(channels)
+    for c in range(channels):
+        r, q = divmod(c, cols)
+        cell = idx[r * 5 : r * 5 + 4, q * 5 : q * 5 + 4]
+        assert (cell == round((c + 1) * (LEVELS - 1) / channels)).all()
+    # The strip shows channels 4, 3, 2 left to right: brightest first in gray.
+    _, _, (strip,) = images_at(acc, "const/topk")
+    grey = np.asarray(strip.convert("L"))
+    cell = grey.shape[0]
+    assert grey[0, 0] > grey[0, cell + 1] > grey[0, 2 * (cell + 1)]
+    stats = acc.Tensors("const/channel_stats")[0]
+    from tensorboard.util import tensor_util
+
+    arr = tensor_util.make_ndarray(stats.tensor_proto)
+    assert arr.shape == (1, channels, 4)
+    np.testing.assert_array_equal(arr[0, :, 0], np.arange(1, channels + 1))
+
+
+def test_dead_fraction_and_nan_activations(tmp_path):
+    inputs = keras.Input((4, 4, 1))
+    conv = keras.layers.Conv2D(4, 1, name="conv")
+    model = keras.Model(inputs, conv(inputs))
+    # Two channels all-zero (dead), one NaN channel (a NaN is not "dead").
+    conv.set_weights(
+        [np.zeros((1, 1, 1, 4), np.float32), np.array([0.0, 0.0, 1.0, np.nan], np.float32)]
+    )
+    with ActivationLogger(model, np.zeros((2, 4, 4, 1), np.uint8), tmp_path) as logger:
+        records = logger.log(0)
+    assert records["conv"].stats.dead.tolist() == [True, True, False, False]
+    acc = read_run(tmp_path / "activations")
+    assert scalar_values(acc, "conv/dead_fraction") == [0.5]
+    assert scalar_values(acc, "conv/nonfinite_count") == [2 * 16]
+    _, _, pngs = images_at(acc, "conv/mosaic")
+    rgb = np.asarray(pngs[0].convert("RGB"))
+    assert tuple(rgb[5, 5]) == (255, 0, 255)  # the NaN channel (4th cell) in magenta
+
+
+def test_activations_returns_float32_channels_last(images):
+    logger = ActivationLogger(small_cnn(), images, "unused", layers=["pool1"])
+    acts = logger.activations()
+    assert (
+        list(acts) == ["pool1"]
+        and acts["pool1"].shape == (3, 8, 8, 4)
+        and acts["pool1"].dtype == np.float32
+    )
+    assert not os.path.exists("unused")  # nothing written until log()
+
+
+def test_extractor_built_once_across_logs(tmp_path, images):
+    logger = ActivationLogger(small_cnn(), images, tmp_path)
+    logger.log(0)
+    ex = logger.extractor
+    logger.log(1)
+    assert logger.extractor is ex and ex._fn.experimental_get_tracing_count() == 1
+
+
+def test_wrong_probe_shape_and_resize(tmp_path):
+    model = small_cnn()
+    big = np.zeros((2, 32, 32, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"\(32, 32, 3\).*\(16, 16, 3\)"):
+        ActivationLogger(model, big, tmp_path)
+    logger = ActivationLogger(model, big, tmp_path, resize_probes=True)
+    assert logger.probes.inputs.shape == (2, 16, 16, 3)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"layers": ["nope"]}, "'nope' matches no layer. Selectable layers: conv1, pool1"),
+        ({"top_k": 0}, "top_k"),
+        ({"rank_by": "median"}, "rank_by"),
+        ({"normalize": "global"}, "normalize"),
+        ({"views": ["heat"]}, "views"),
+        ({"colormap": "nocmap"}, "not a known colormap"),
+        ({"run_name": "../x"}, "run_name"),
+    ],
+)
+def test_bad_options_raise_clear_errors(tmp_path, images, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ActivationLogger(small_cnn(), images, tmp_path, **kwargs)
+
+
+def test_zero_channel_layer_is_a_clear_error(tmp_path, images):
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(2, 1, name="c")(inputs)
+    empty = keras.layers.Lambda(lambda t: t[..., :0], name="empty")(x)
+    model = keras.Model(inputs, [x, empty])
+    logger = ActivationLogger(model, images, tmp_path, layers=["empty"])
+    with pytest.raises(ValueError, match="zero channels"):
+        logger.log(0)
+    assert not os.path.exists(tmp_path / "activations")  # nothing half-written
+
+
+def test_rank_by_max_and_overlay_uses_strongest_channel(tmp_path):
+    model = constant_channel_model(3)
+    with ActivationLogger(
+        model, np.zeros((1, 4, 4, 1), np.uint8), tmp_path, rank_by="max", top_k=1, views=["overlay"]
+    ) as logger:
+        records = logger.log(0)
+    assert records["const"].top.tolist() == [[2]]
+    acc = read_run(tmp_path / "activations")
+    assert {t for t in acc.Tags()["tensors"] if t.endswith(("mosaic", "topk", "overlay"))} == {
+        "const/overlay"
+    }
+
+
+def test_size_cap_limits_written_images(tmp_path):
+    inputs = keras.Input((64, 64, 1))
+    model = keras.Model(inputs, keras.layers.Conv2D(16, 1, name="c")(inputs))
+    with ActivationLogger(
+        model, np.zeros((1, 64, 64, 1), np.uint8), tmp_path, max_image_size=128
+    ) as logger:
+        logger.log(0)
+    w, h, pngs = images_at(read_run(tmp_path / "activations"), "c/mosaic")
+    assert max(w, h) <= 128
+    assert all(max(p.size) <= 128 for p in pngs)
