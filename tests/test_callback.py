@@ -27,7 +27,7 @@ def _fit(callbacks, epochs=3, **kwargs):
 def test_fit_logs_every_epoch_side_by_side_with_keras_tensorboard(tmp_path):
     x, _ = _data()
     probes = Probes(x[:2])
-    _, history = _fit(
+    _fit(
         [
             ActivationCallback(probes, tmp_path, layers=["conv*"]),
             keras.callbacks.TensorBoard(str(tmp_path)),
@@ -86,7 +86,7 @@ def test_logging_failure_warns_and_training_continues(tmp_path):
         RuntimeWarning,
         match="step 0 failed and was skipped; training continues. OSError: disk full",
     ):
-        _, history = _fit([cb, Breaker()], epochs=2)
+        _fit([cb, Breaker()], epochs=2)
     assert len(history.history["loss"]) == 2 and cb.failures == 2
 
 

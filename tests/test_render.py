@@ -116,7 +116,7 @@ def test_colormaps_come_from_matplotlib():
     pal = palette("viridis")
     expected = np.rint(np.asarray(matplotlib.colormaps["viridis"](0.0)[:3]) * 255)
     np.testing.assert_array_equal(pal[0], expected)
-    assert tuple(palette("gray")[0]) == (0, 0, 0) and tuple(palette("magma")[0])[0] < 5
+    assert tuple(palette("gray")[0]) == (0, 0, 0) and palette("magma")[0][0] < 5
     with pytest.raises(ValueError, match="not a known colormap"):
         palette("no_such_map")
 
