@@ -86,7 +86,7 @@ def test_logging_failure_warns_and_training_continues(tmp_path):
         RuntimeWarning,
         match="step 0 failed and was skipped; training continues. OSError: disk full",
     ):
-        _fit([cb, Breaker()], epochs=2)
+        _, history = _fit([cb, Breaker()], epochs=2)
     assert len(history.history["loss"]) == 2 and cb.failures == 2
 
 
