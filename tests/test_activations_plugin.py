@@ -1,0 +1,546 @@
+"""Tests of the Activations plugin: pure functions and HTTP routes.
+
+Event files are written by the real :class:`~tb_activations.ActivationLogger`
+on a tiny Keras model, then read back through TensorBoard's own
+``EventMultiplexer`` -> ``MultiplexerDataProvider`` -> ``TensorBoardWSGI``
+stack and ``werkzeug.test.Client`` (the pattern of TensorBoard's
+``images_plugin_test.py``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from tensorboard import context as tb_context
+from tensorboard import errors
+from tensorboard.backend import application
+from tensorboard.backend.event_processing import data_provider as tb_data_provider
+from tensorboard.backend.event_processing import plugin_event_multiplexer
+from tensorboard.plugins import base_plugin
+from werkzeug import test as werkzeug_test
+
+from tb_activations import metadata, plugin_data
+from tb_activations.activations_plugin import ActivationsPlugin
+
+ROUTE = "/data/plugin/activations"
+RUN = metadata.DEFAULT_RUN_NAME
+STEPS = [0, 10, 20, 30]
+PROBE_NAMES = ["cat", "<b>dog</b>", "car"]
+HOSTILE_RUN = "<img src=y onerror=alert(2)>"
+HOSTILE_LAYER = "<img src=x onerror=alert(1)>"
+HOSTILE_PROBE = "<script>alert(3)</script>"
+SYNTHETIC_RUN = "synthetic"
+DEAD_CHANNEL = 5
+CTX = tb_context.RequestContext()
+KEEP_ALL = {"images": 0, "scalars": 0, metadata.PLUGIN_NAME: 0}
+
+
+def tiny_model():
+    """Two convs on 16x16x3; channel 5 of ``conv_b`` is dead (zero kernel, bias -1, relu)."""
+    import keras
+
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv_a")(inputs)
+    x = keras.layers.MaxPooling2D(name="pool_a")(x)
+    conv_b = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="conv_b")
+    x = conv_b(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="head")(x))
+    kernel, bias = conv_b.get_weights()
+    kernel[..., DEAD_CHANNEL] = 0.0
+    bias[DEAD_CHANNEL] = -1.0
+    conv_b.set_weights([kernel, bias])
+    return model
+
+
+def write_logdir(log_dir: str) -> dict:
+    """Writes run ``activations`` (4 steps), a run with hostile run and probe
+    names (2 steps), and run ``synthetic`` with a hostile layer name.
+
+    Keras (through TensorFlow's name scopes) refuses ``<`` in layer names, so
+    the hostile layer is written with :mod:`tb_activations.summary` directly.
+
+    Returns:
+        ``{step: {layer: float32 (N, C, 4) stats}}`` as the logger computed them.
+    """
+    from tb_activations import ActivationLogger, Probes
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(3, 16, 16, 3), dtype=np.uint8)
+    model = tiny_model()
+    conv_a = model.get_layer("conv_a")
+    written = {}
+    with ActivationLogger(model, Probes(images, names=PROBE_NAMES), log_dir, top_k=3) as logger:
+        for step in STEPS:
+            records = logger.log(step)
+            written[step] = {path: r.stats.stacked() for path, r in records.items()}
+            kernel, bias = conv_a.get_weights()
+            conv_a.set_weights([kernel * 1.5, bias + 0.05])  # the maps change over "training"
+    hostile_probes = Probes(images, names=[HOSTILE_PROBE, "b", "c"])
+    with ActivationLogger(
+        tiny_model(), hostile_probes, log_dir, run_name=HOSTILE_RUN, layers=["conv_b"]
+    ) as logger:
+        logger.log(0)
+        logger.log(1)
+    write_large_run(
+        os.path.join(log_dir, SYNTHETIC_RUN), steps=2, layers=1, probes=2, prefix=HOSTILE_LAYER
+    )
+    return written
+
+
+def make_provider(log_dir: str, tensor_size_guidance: dict | None = None):
+    multiplexer = plugin_event_multiplexer.EventMultiplexer(
+        size_guidance={"tensors": 0, "scalars": 0},
+        tensor_size_guidance=KEEP_ALL if tensor_size_guidance is None else tensor_size_guidance,
+    )
+    multiplexer.AddRunsFromDirectory(log_dir)
+    multiplexer.Reload()
+    return tb_data_provider.MultiplexerDataProvider(multiplexer, log_dir), multiplexer
+
+
+def make_client(provider, log_dir: str) -> werkzeug_test.Client:
+    context = base_plugin.TBContext(data_provider=provider, logdir=log_dir)
+    app = application.TensorBoardWSGI([ActivationsPlugin(context)], data_provider=provider)
+    return werkzeug_test.Client(app)
+
+
+@pytest.fixture(scope="module")
+def logged(tmp_path_factory):
+    log_dir = str(tmp_path_factory.mktemp("logs"))
+    written = write_logdir(log_dir)
+    provider, multiplexer = make_provider(log_dir)
+    return {"dir": log_dir, "written": written, "provider": provider, "multiplexer": multiplexer}
+
+
+@pytest.fixture(scope="module")
+def client(logged):
+    return make_client(logged["provider"], logged["dir"])
+
+
+def call(function, logged, **kwargs):
+    return function(logged["provider"], CTX, experiment_id="", **kwargs)
+
+
+# ---------------------------------------------------------------------------
+# Pure functions
+
+
+def test_list_runs_names_runs_with_activation_data(logged):
+    answer = call(plugin_data.list_runs, logged)
+    assert answer["runs"] == [
+        {"run": HOSTILE_RUN, "layers": 1, "max_step": 1},
+        {"run": RUN, "layers": 3, "max_step": 30},
+        {"run": SYNTHETIC_RUN, "layers": 1, "max_step": 1},
+    ]
+    assert answer["skipped"] == []
+
+
+def test_list_layers_in_model_order_with_shapes_probes_and_steps(logged):
+    answer = call(plugin_data.list_layers, logged, run=RUN)
+    layers = answer["layers"]
+    assert [(lay["layer"], lay["index"], lay["class_name"], lay["shape"]) for lay in layers] == [
+        ("conv_a", 0, "Conv2D", [16, 16, 4]),
+        ("pool_a", 1, "MaxPooling2D", [8, 8, 4]),
+        ("conv_b", 2, "Conv2D", [8, 8, 6]),
+    ]
+    for lay in layers:
+        assert lay["probes"] == PROBE_NAMES
+        assert lay["steps"] == STEPS and lay["logged_steps"] == STEPS
+        assert lay["views"] == {v: f"{lay['layer']}/{v}" for v in metadata.VIEWS}
+        grid = lay["grid"]
+        assert grid["cols"] * grid["rows"] >= lay["shape"][2]
+        assert lay["top_k"] == 3
+    assert answer["steps"] == STEPS
+    assert answer["sampling"] is None
+    assert answer["probe_images"] is None
+
+
+def test_list_layers_unknown_run_is_not_found(logged):
+    with pytest.raises(errors.NotFoundError, match="nope"):
+        call(plugin_data.list_layers, logged, run="nope")
+
+
+def test_list_layers_reports_sampling_and_names_the_flag(logged):
+    # TensorBoard's default keeps 10 images per tag; keep 2 of the 4 steps here.
+    provider, _ = make_provider(logged["dir"], {"images": 2, "scalars": 0, metadata.PLUGIN_NAME: 0})
+    answer = plugin_data.list_layers(provider, CTX, experiment_id="", run=RUN)
+    assert len(answer["steps"]) == 2 and answer["steps"][-1] == 30
+    assert answer["logged_steps"] == STEPS
+    sampling = answer["sampling"]
+    assert sampling["kept"] == 2 and sampling["logged"] == 4
+    assert "--samples_per_plugin=images=0" in sampling["flag"]
+    assert sampling["flag"] in sampling["message"]
+
+
+def test_layer_stats_are_the_logged_statistics(logged):
+    for step in STEPS:
+        for layer in ("conv_a", "pool_a", "conv_b"):
+            answer = call(plugin_data.layer_stats, logged, run=RUN, layer=layer, step=step)
+            expected = logged["written"][step][layer]
+            np.testing.assert_array_equal(np.array(answer["stats"], np.float32), expected)
+            assert answer["fields"] == ["mean", "max", "min", "std"]
+            assert answer["channels"] == expected.shape[1]
+            assert answer["stats_steps"] == STEPS
+
+
+def test_layer_stats_marks_dead_channels(logged):
+    answer = call(plugin_data.layer_stats, logged, run=RUN, layer="conv_b", step=20)
+    assert answer["dead"] == [c == DEAD_CHANNEL for c in range(6)]
+    assert all(row[DEAD_CHANNEL] == [0.0, 0.0, 0.0, 0.0] for row in answer["stats"])
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"layer": "conv_b", "step": 5}, {"layer": "nope", "step": 0}], ids=["step", "layer"]
+)
+def test_layer_stats_unknown_is_not_found(logged, kwargs):
+    with pytest.raises(errors.NotFoundError):
+        call(plugin_data.layer_stats, logged, run=RUN, **kwargs)
+
+
+def test_image_bytes_are_the_stored_pngs(logged):
+    from tensorboard.util import tensor_util
+
+    events = logged["multiplexer"].Tensors(RUN, "conv_b/mosaic")
+    stored = tensor_util.make_ndarray(next(e for e in events if e.step == 20).tensor_proto)
+    for index in range(3):
+        body = call(
+            plugin_data.image_bytes, logged, run=RUN, tag="conv_b/mosaic", step=20, index=index
+        )
+        assert body == stored[index + 2]  # no re-encoding
+        assert body.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_image_size_matches_grid(logged):
+    from PIL import Image
+
+    layer = call(plugin_data.list_layers, logged, run=RUN)["layers"][2]
+    grid = layer["grid"]
+    body = call(plugin_data.image_bytes, logged, run=RUN, tag="conv_b/mosaic", step=0, index=1)
+    width, height = Image.open(io.BytesIO(body)).size
+    assert width == grid["cols"] * (grid["cell_w"] + grid["sep"]) - grid["sep"]
+    assert height == grid["rows"] * (grid["cell_h"] + grid["sep"]) - grid["sep"]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"tag": "conv_b/mosaic", "step": 5, "index": 0},
+        {"tag": "conv_b/mosaic", "step": 0, "index": 3},
+        {"tag": "nope/mosaic", "step": 0, "index": 0},
+    ],
+    ids=["step", "index", "tag"],
+)
+def test_image_bytes_unknown_is_not_found(logged, kwargs):
+    with pytest.raises(errors.NotFoundError):
+        call(plugin_data.image_bytes, logged, run=RUN, **kwargs)
+
+
+def test_layer_scalars_of_the_core_logger(logged):
+    answer = call(plugin_data.layer_scalars, logged, run=RUN, layer="conv_b")
+    names = [s["name"] for s in answer["series"]]
+    assert names == ["dead_fraction", "mean_activation", "nonfinite_count"]
+    dead = next(s for s in answer["series"] if s["name"] == "dead_fraction")
+    assert dead["points"] == [[s, pytest.approx(1 / 6)] for s in STEPS]
+
+
+def test_layer_scalars_show_drift_once_written_and_only_direct_children(tmp_path):
+    from tb_activations import summary
+
+    # The drift feature's scalars, written in the layout the logger will use,
+    # plus a nested layer "a/b" that must not leak into layer "a".
+    writer = summary.SummaryWriter(str(tmp_path / RUN))
+    for step in range(3):
+        writer.write(
+            step,
+            [
+                summary.scalar_value("a/dead_fraction", 0.25),
+                summary.scalar_value("a/cka_previous", 0.9),
+                summary.scalar_value("a/cka_first", 1.0 - 0.1 * step),
+                summary.scalar_value("a/b/dead_fraction", 0.5),
+            ],
+        )
+    writer.close()
+    provider, _ = make_provider(str(tmp_path))
+    answer = plugin_data.layer_scalars(provider, CTX, experiment_id="", run=RUN, layer="a")
+    assert [s["name"] for s in answer["series"]] == ["cka_first", "cka_previous", "dead_fraction"]
+    assert answer["series"][0]["points"] == [
+        [0, 1.0],
+        [1, pytest.approx(0.9)],
+        [2, pytest.approx(0.8)],
+    ]
+    nested = plugin_data.layer_scalars(provider, CTX, experiment_id="", run=RUN, layer="a/b")
+    assert [s["name"] for s in nested["series"]] == ["dead_fraction"]
+
+
+def test_static_file_serves_the_dashboard():
+    body, content_type = plugin_data.static_file("index.js")
+    assert content_type == "text/javascript"
+    assert b"export async function render" in body
+    assert plugin_data.static_file("style.css")[1] == "text/css"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        "../plugin_data.py",
+        "..%2fplugin_data.py",
+        "static/../index.js",
+        "/etc/passwd",
+        "..\\index.js",
+        ".hidden.js",
+        "plugin_data.py",
+        "missing.js",
+        "a" * 200 + ".js",
+    ],
+)
+def test_static_file_refuses_anything_else(name):
+    with pytest.raises(errors.NotFoundError):
+        plugin_data.static_file(name)
+
+
+def test_static_file_refuses_a_symlink_out_of_the_folder(tmp_path):
+    outside = tmp_path / "secret.js"
+    outside.write_text("secret")
+    static = tmp_path / "static"
+    static.mkdir()
+    (static / "link.js").symlink_to(outside)
+    with pytest.raises(errors.NotFoundError):
+        plugin_data.static_file("link.js", static_dir=str(static))
+
+
+@pytest.mark.parametrize("raw", ["x", "1.5", "", "1e3", "0x10", " 1", "9" * 30, "-1"])
+def test_require_int_rejects_bad_values(raw):
+    with pytest.raises(errors.InvalidArgumentError, match="step"):
+        plugin_data.require_int({"step": raw}, "step")
+
+
+# ---------------------------------------------------------------------------
+# Routes
+
+
+def get(client, path):
+    return client.get(ROUTE + path)
+
+
+def test_routes_answer_json(client, logged):
+    runs = get(client, "/runs")
+    assert runs.status_code == 200 and runs.mimetype == "application/json"
+    assert [r["run"] for r in runs.json["runs"]] == [HOSTILE_RUN, RUN, SYNTHETIC_RUN]
+
+    layers = get(client, f"/layers?run={RUN}").json
+    assert [lay["layer"] for lay in layers["layers"]] == ["conv_a", "pool_a", "conv_b"]
+
+    stats = get(client, f"/stats?run={RUN}&layer=conv_b&step=10")
+    assert stats.status_code == 200
+    np.testing.assert_array_equal(
+        np.array(stats.json["stats"], np.float32), logged["written"][10]["conv_b"]
+    )
+
+    scalars = get(client, f"/scalars?run={RUN}&layer=conv_a").json
+    assert scalars["series"][0]["name"] == "dead_fraction"
+
+
+def test_image_route_serves_stored_png(client, logged):
+    response = get(client, f"/image?run={RUN}&tag=conv_a/topk&step=30&index=2")
+    assert response.status_code == 200
+    assert response.mimetype == "image/png"
+    direct = call(plugin_data.image_bytes, logged, run=RUN, tag="conv_a/topk", step=30, index=2)
+    assert response.data == direct
+
+
+def test_static_routes(client):
+    index = get(client, "/index.js")
+    assert index.status_code == 200 and index.mimetype == "text/javascript"
+    for name in ("api.js", "dom.js", "chart.js", "style.css"):
+        assert get(client, f"/static/{name}").status_code == 200, name
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/layers",
+        "/layers?run=",
+        f"/stats?run={RUN}&layer=conv_b",
+        f"/stats?run={RUN}&layer=conv_b&step=abc",
+        f"/stats?run={RUN}&layer=conv_b&step=-1",
+        f"/stats?run={RUN}&step=0",
+        f"/image?run={RUN}&tag=conv_b/mosaic&step=0",
+        f"/image?run={RUN}&tag=conv_b/mosaic&step=0&index=<b>",
+        "/image?tag=conv_b/mosaic&step=0&index=0",
+        f"/scalars?run={RUN}",
+    ],
+)
+def test_bad_or_missing_parameters_are_400(client, path):
+    response = get(client, path)
+    assert response.status_code == 400, response.data
+    assert response.mimetype == "text/plain"
+    assert b"parameter" in response.data
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/layers?run=nope",
+        "/layers?run=%3Cscript%3Ealert(1)%3C%2Fscript%3E",
+        f"/stats?run={RUN}&layer=nope&step=0",
+        f"/stats?run={RUN}&layer=conv_b&step=999",
+        "/stats?run=nope&layer=conv_b&step=0",
+        f"/image?run={RUN}&tag=conv_b/mosaic&step=999&index=0",
+        f"/image?run={RUN}&tag=conv_b/mosaic&step=0&index=99",
+        f"/image?run={RUN}&tag=conv_b/nope&step=0&index=0",
+        "/image?run=nope&tag=conv_b/mosaic&step=0&index=0",
+        "/scalars?run=nope&layer=conv_b",
+        "/static/../plugin_data.py",
+        "/static/..%2fplugin_data.py",
+        "/static/..%2f..%2fsetup.cfg",
+        "/static/%2e%2e/activations_plugin.py",
+        "/static/",
+        "/static/sub/index.js",
+    ],
+)
+def test_unknown_things_are_404_never_500(client, path):
+    response = get(client, path)
+    assert response.status_code == 404, (path, response.status_code, response.data)
+    assert response.mimetype == "text/plain"
+
+
+def test_hostile_names_travel_as_data(client):
+    from urllib.parse import quote
+
+    layers = get(client, f"/layers?run={quote(HOSTILE_RUN)}")
+    assert layers.status_code == 200 and layers.mimetype == "application/json"
+    assert layers.json["layers"][0]["probes"][0] == HOSTILE_PROBE
+    synthetic = get(client, f"/layers?run={SYNTHETIC_RUN}").json
+    (layer,) = synthetic["layers"]
+    assert layer["layer"] == HOSTILE_LAYER + "0"
+    tag = layer["views"]["mosaic"]
+    assert tag == HOSTILE_LAYER + "0/mosaic"
+    image = get(client, f"/image?run={SYNTHETIC_RUN}&tag={quote(tag)}&step=1&index=0")
+    assert image.status_code == 200 and image.mimetype == "image/png"
+    stats = get(client, f"/stats?run={SYNTHETIC_RUN}&layer={quote(layer['layer'])}&step=0")
+    assert stats.status_code == 200
+    # Error messages echo names only as text/plain, never as HTML.
+    missing = get(client, f"/layers?run={quote('<b>x</b>')}")
+    assert missing.status_code == 404 and missing.mimetype == "text/plain"
+
+
+def test_plugin_is_listed_with_its_module(client):
+    listing = client.get("/data/plugins_listing").json
+    entry = listing["activations"]
+    assert entry["enabled"] is True
+    assert entry["tab_name"] == "Activations"
+    assert entry["loading_mechanism"] == {
+        "type": "IFRAME",
+        "module_path": "/data/plugin/activations/index.js",
+    }
+
+
+def test_tab_disabled_without_activation_data(tmp_path):
+    provider, _ = make_provider(str(tmp_path))
+    empty = make_client(provider, str(tmp_path))
+    assert empty.get("/data/plugins_listing").json["activations"]["enabled"] is False
+    assert get(empty, "/runs").json == {"runs": [], "skipped": []}
+
+
+def test_importing_the_plugin_imports_neither_tensorflow_nor_keras():
+    code = (
+        "import sys, json\n"
+        "import tb_activations.activations_plugin\n"
+        "print(json.dumps([m for m in ('tensorflow', 'keras', 'tf_keras') if m in sys.modules]))\n"
+    )
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+# ---------------------------------------------------------------------------
+# Performance: 50 steps x 20 layers x 8 probes
+
+
+def _tiny_png() -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((35, 35, 3), np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def write_large_run(
+    run_dir: str,
+    *,
+    steps: int = 50,
+    layers: int = 20,
+    probes: int = 8,
+    prefix: str = "backbone/block_",
+) -> None:
+    """The logger's layout at the issue's size, with small PNGs (listing reads no PNG)."""
+    from tb_activations import summary
+
+    png = _tiny_png()
+    names = [f"probe_{i}" for i in range(probes)]
+    grid = {"cols": 4, "rows": 4, "cell_w": 8, "cell_h": 8, "sep": 1}
+    stats = np.ones((probes, 16, 4), np.float32)
+    writer = summary.SummaryWriter(run_dir)
+    for step in range(steps):
+        values = []
+        for i in range(layers):
+            layer = f"{prefix}{i}"
+            content = metadata.create_layer_content(
+                layer=layer,
+                index=i,
+                class_name="Conv2D",
+                shape=(8, 8, 16),
+                probes=names,
+                labels=None,
+                grid=grid,
+                top_k=5,
+                rank_by="mean",
+                colormap="magma",
+                normalize="layer",
+            )
+            for view in metadata.VIEWS:
+                values.append(
+                    summary.image_value(
+                        metadata.view_tag(layer, view), [png] * probes, width=35, height=35
+                    )
+                )
+            values.append(
+                summary.float_tensor_value(metadata.stats_tag(layer), stats, content=content)
+            )
+            for name in metadata.SCALAR_SUFFIXES:
+                values.append(summary.scalar_value(metadata.scalar_tag(layer, name), 0.5))
+        values.append(summary.scalar_value(metadata.LOG_SECONDS_TAG, 0.1))
+        writer.write(step, values)
+    writer.close()
+
+
+def test_listing_50_steps_20_layers_8_probes_is_fast(tmp_path):
+    write_large_run(str(tmp_path / RUN))
+    provider, _ = make_provider(str(tmp_path))
+    client = make_client(provider, str(tmp_path))
+    timings = []
+    for _ in range(3):
+        start = time.perf_counter()
+        response = get(client, f"/layers?run={RUN}")
+        timings.append(time.perf_counter() - start)
+        assert response.status_code == 200
+    answer = response.json
+    assert len(answer["layers"]) == 20
+    assert all(lay["steps"] == list(range(50)) for lay in answer["layers"])
+    assert answer["sampling"] is None
+    start = time.perf_counter()
+    assert get(client, "/runs").status_code == 200
+    timings.append(time.perf_counter() - start)
+    print(f"listing times (s): {[round(t, 4) for t in timings]}")
+    assert max(timings) < 0.5
