@@ -24,6 +24,32 @@ tag                        plugin       content
                                         describes the layer and the mosaic grid.
 ``_tb_activations/log_seconds`` scalars  wall time of one ``log()``
 =========================  ===========  ==========================================
+
+Drift and diagnostics (issue 4, written by :mod:`tb_activations.diagnostics`
+when ``drift=True``, the default), per step:
+
+======================================  ===========  =================================
+tag                                     plugin       content
+======================================  ===========  =================================
+``L/cka_first``                         ``scalars``  linear CKA vs the first logged step
+``L/cka_previous``                      ``scalars``  vs the previous logged step (from step 2)
+``L/cka_reference``                     ``scalars``  vs the pinned reference (once pinned)
+``L/newly_dead_fraction``               ``scalars``  channels dead now, alive at the previous step
+``L/saturated_fraction``                ``scalars``  sigmoid/tanh layers only: saturated channels
+``L/topk_overlap``                      ``scalars``  mean over probes of shared top-k / k
+``L/channel_rank_corr``                 ``scalars``  Spearman of channel means, vs previous step
+``_tb_activations/cka_first_heatmap``   ``images``   one RGB PNG: layers x last 200 steps
+``_tb_activations/top_channel_probes``  ``text``     markdown: per layer, top channels and
+                                                     the probe exciting each most
+``_tb_activations/predictions``         ``text``     markdown table (classifier output only)
+``_tb_activations/predictions_tensor``  this plugin  float32 ``(N, 4)``, columns
+                                                     :data:`PREDICTION_FIELDS`; content from
+                                                     :func:`create_predictions_content`
+======================================  ===========  =================================
+
+All scalars are float32. CKA is ``nan`` where undefined (a layer constant
+over the samples, e.g. dead). A tag holds one plugin's data only, so the
+predictions text and tensor have two tags.
 """
 
 from __future__ import annotations
@@ -58,6 +84,41 @@ SCALAR_SUFFIXES = ("mean_activation", "dead_fraction", "nonfinite_count")
 #: Tag prefix for the logger's own measurements (not a layer).
 INTERNAL_PREFIX = "_tb_activations"
 LOG_SECONDS_TAG = INTERNAL_PREFIX + "/log_seconds"
+
+#: Per-layer drift scalar suffixes (``L/<suffix>``), in display order; each is
+#: written only at the steps where it is defined (see the table above).
+DRIFT_SCALAR_SUFFIXES = (
+    "cka_first",
+    "cka_previous",
+    "cka_reference",
+    "newly_dead_fraction",
+    "saturated_fraction",
+    "topk_overlap",
+    "channel_rank_corr",
+)
+
+#: Descriptions of the drift scalars (``str.format`` fields: ``layer``, ``cka``).
+DRIFT_DESCRIPTIONS = {
+    "cka_first": "Linear CKA ({cka}) of `{layer}` on the probes vs its first logged step; 1 = unchanged.",
+    "cka_previous": "Linear CKA ({cka}) of `{layer}` vs the previous logged step; 1 = unchanged.",
+    "cka_reference": "Linear CKA ({cka}) of `{layer}` vs the pinned reference (`pin_reference()`).",
+    "newly_dead_fraction": "Fraction of channels of `{layer}` dead now and alive at the previous step.",
+    "saturated_fraction": "Fraction of channels of `{layer}` within 0.01 of an asymptote on every probe.",
+    "topk_overlap": "Mean over probes of |top-k now & top-k at the previous step| / k for `{layer}`.",
+    "channel_rank_corr": "Spearman rank correlation of `{layer}`'s channel means, now vs previous step.",
+}
+
+#: Layer x step image of ``cka_first`` (plugin ``images``, one PNG).
+CKA_HEATMAP_TAG = INTERNAL_PREFIX + "/cka_first_heatmap"
+#: Markdown: per layer, the top channels and the probe exciting each most (plugin ``text``).
+CHANNEL_PROBES_TAG = INTERNAL_PREFIX + "/top_channel_probes"
+#: Markdown table of the probes' predictions (plugin ``text``).
+PREDICTIONS_TEXT_TAG = INTERNAL_PREFIX + "/predictions"
+#: float32 ``(N, 4)`` predictions tensor (this plugin, ``data_class`` TENSOR).
+PREDICTIONS_TAG = INTERNAL_PREFIX + "/predictions_tensor"
+#: Columns of the predictions tensor: predicted class index, its probability,
+#: label class index (-1 when unknown) and the probability of the label (NaN when unknown).
+PREDICTION_FIELDS = ("predicted_class", "confidence", "label_class", "label_probability")
 
 # Values of ``SummaryMetadata.data_class`` (see TensorBoard's summary.proto):
 # third-party data left at DATA_CLASS_UNKNOWN is invisible to both loaders.
@@ -132,6 +193,32 @@ def create_layer_content(
         "rank_by": rank_by,
         "colormap": colormap,
         "normalize": normalize,
+    }
+
+
+def create_predictions_content(
+    *,
+    probes: list[str],
+    labels: list[Any] | None,
+    class_names: list[str] | None,
+    num_classes: int,
+) -> dict[str, Any]:
+    """Plugin content of the ``predictions_tensor`` tag.
+
+    Args:
+        probes: Probe names, in row order.
+        labels: Probe labels as given, or ``None``.
+        class_names: Class names, or ``None``.
+        num_classes: Number of classes of the classifier output.
+    """
+    return {
+        "version": PROTO_VERSION,
+        "kind": "predictions",
+        "probes": list(probes),
+        "labels": None if labels is None else [None if v is None else str(v) for v in labels],
+        "class_names": None if class_names is None else [str(c) for c in class_names],
+        "num_classes": int(num_classes),
+        "fields": list(PREDICTION_FIELDS),
     }
 
 
