@@ -12,6 +12,7 @@ import numpy as np
 
 from tb_activations import metadata
 from tb_activations.colormaps import palette
+from tb_activations.diagnostics import FIXED_SCALES, Diagnostics, resolve_predictions
 from tb_activations.encode import (
     DEFAULT_COMPRESS_LEVEL,
     default_executor,
@@ -86,7 +87,12 @@ class ActivationLogger:
         colormap: Matplotlib (or seaborn) colormap name. Defaults to
             ``"magma"``, where zero is black, as in the article's heatmaps.
         normalize: ``"layer"`` (default): one colour scale per layer,
-            ``[min(0, min), max]`` over all probes; ``"channel"``: one per channel.
+            ``[min(0, min), max]`` over all probes, re-fitted each step;
+            ``"channel"``: one per channel; fixed across steps, so that a
+            fading channel is seen fading: ``"first"``, the layer scale of
+            the first logged step (or of the reference set by
+            :meth:`pin_reference`), and ``"running_max"``, the widest layer
+            scale seen so far. Values beyond a fixed scale are clipped.
         alpha: Opacity of the heatmap in overlays. Defaults to 0.5.
         max_image_size: Cap on the long side of a mosaic or strip, in px;
             larger ones are mean-pooled to fit. Defaults to 2048. Lower it to
@@ -95,6 +101,22 @@ class ActivationLogger:
         run_name: Sub-folder of ``log_dir``. Defaults to ``"activations"``.
         resize_probes: Resize probes that do not match the model's input size
             instead of raising. Defaults to ``False``.
+        drift: Write per-layer drift scalars (linear CKA against the first
+            step, the previous step and a pinned reference; newly dead,
+            saturated, top-k overlap, channel rank correlation) and the
+            layer x step CKA heatmap. Defaults to ``True``.
+        cka: CKA estimator, ``"debiased"`` (unbiased with few probes and
+            many features, see :mod:`tb_activations.drift`; needs 4 samples)
+            or ``"biased"``. Defaults to ``None``: debiased with at least 4
+            probes (or with ``cka_positions``), else biased.
+        cka_positions: ``None`` (default): the probes are CKA's samples; an
+            int ``k``: ``k`` fixed spatial positions per probe are, with the
+            channels as features (more samples for small probe sets).
+        predictions: Write each probe's predicted class and confidence (and
+            its label) per step. ``None`` (default): when the model output is
+            a classifier's ``(N, K)``; ``True``: required; ``False``: never.
+        class_names: Names of the classifier's classes, for the predictions
+            table and for probe labels given as names. Defaults to ``None``.
 
     Raises:
         ValueError: for an unknown layer (the message lists the selectable
@@ -124,6 +146,11 @@ class ActivationLogger:
         compress_level: int = DEFAULT_COMPRESS_LEVEL,
         run_name: str = metadata.DEFAULT_RUN_NAME,
         resize_probes: bool = False,
+        drift: bool = True,
+        cka: str | None = None,
+        cka_positions: int | None = None,
+        predictions: bool | None = None,
+        class_names: Sequence[str] | None = None,
     ) -> None:
         if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
             raise ValueError(
@@ -133,9 +160,9 @@ class ActivationLogger:
             raise ValueError(
                 f"Invalid value for argument `rank_by`. Expected one of {RANK_BY}. Received: rank_by={rank_by!r}"
             )
-        if normalize not in NORMALIZE:
+        if normalize not in NORMALIZE + FIXED_SCALES:
             raise ValueError(
-                f"Invalid value for argument `normalize`. Expected one of {NORMALIZE}. Received: normalize={normalize!r}"
+                f"Invalid value for argument `normalize`. Expected one of {NORMALIZE + FIXED_SCALES}. Received: normalize={normalize!r}"
             )
         views = tuple(views)
         bad = [v for v in views if v not in metadata.VIEWS]
@@ -187,6 +214,21 @@ class ActivationLogger:
         self._writer = SummaryWriter(self.run_dir)
         self._executor = None
         self._closed = False
+        # Drift, predictions and channel probes (tb_activations.diagnostics).
+        self._want_output = resolve_predictions(model, predictions)
+        self._diagnostics = Diagnostics(
+            self.layers,
+            self.probes,
+            drift=drift,
+            cka=cka,
+            cka_positions=cka_positions,
+            predictions=self._want_output,
+            class_names=class_names,
+            rank_by=rank_by,
+            top_k=top_k,
+            colormap=colormap,
+        )
+        self._fixed_scales: dict[str, tuple[Any, Any]] = {}  # normalize="first"/"running_max"
 
     # -- set-up ---------------------------------------------------------------
 
@@ -231,7 +273,10 @@ class ActivationLogger:
             from tb_activations.extraction import ActivationExtractor
 
             self._extractor = ActivationExtractor(
-                self.model, self.layers, input_shape=self.probes.inputs.shape[1:]
+                self.model,
+                self.layers,
+                input_shape=self.probes.inputs.shape[1:],
+                include_output=self._want_output,
             )
         return self._extractor
 
@@ -261,8 +306,10 @@ class ActivationLogger:
         if self._closed:
             raise RuntimeError("This ActivationLogger is closed; create a new one to log again.")
         start = time.perf_counter()
-        acts = self.activations()
+        # One forward pass: the model output (for predictions) comes with the activations.
+        acts, output = self.extractor.run(self.probes.inputs)
         records, values = self._render_all(acts, int(step))
+        values.extend(self._diagnostics.values(acts, output, records, int(step)))
         values.append(
             scalar_value(
                 metadata.LOG_SECONDS_TAG,
@@ -272,6 +319,20 @@ class ActivationLogger:
         )
         self._writer.write(int(step), values)
         return records
+
+    def pin_reference(self) -> None:
+        """Pin the probes' activations now as the reference of ``L/cka_reference``.
+
+        Runs one forward pass. From the next :meth:`log` on, every layer also
+        gets its CKA against this reference; with ``normalize="first"`` the
+        images use this state's colour scale. Pinning again replaces it.
+        """
+        if self._closed:
+            raise RuntimeError("This ActivationLogger is closed; create a new one to log again.")
+        acts = self.activations()
+        self._diagnostics.pin(acts)
+        if self.normalize == "first":
+            self._fixed_scales = {i.path: value_range(acts[i.path], "layer") for i in self.layers}
 
     def close(self) -> None:
         """Flush and close the event file; the logger cannot log afterwards."""
@@ -370,7 +431,15 @@ class ActivationLogger:
 
     def _scale(self, info: LayerInfo, a: np.ndarray) -> tuple[Any, Any]:
         """The ``(lo, hi)`` colour scale of layer ``info`` for activations ``a`` at this step."""
-        return value_range(a, self.normalize)
+        if self.normalize not in FIXED_SCALES:
+            return value_range(a, self.normalize)
+        lo, hi = value_range(a, "layer")
+        fixed = self._fixed_scales.get(info.path)
+        if fixed is None or self.normalize == "running_max":
+            if fixed is not None:
+                lo, hi = np.minimum(fixed[0], lo), np.maximum(fixed[1], hi)
+            fixed = self._fixed_scales[info.path] = (lo, hi)
+        return fixed
 
     def _layer_values(self, record: LayerRecord, a: np.ndarray) -> list:
         info, stats = record.info, record.stats
