@@ -28,6 +28,11 @@ class ActivationCallback(keras.callbacks.Callback):
             batch count, ``optimizer.iterations``).
         epoch_freq: With ``freq="epoch"``, log every ``epoch_freq`` epochs.
             Defaults to 1.
+        pin_reference_at_epoch: Pin the activations at the end of this epoch
+            (0-based, before that epoch's log) as the drift reference
+            (``L/cka_reference``), see
+            :meth:`~tb_activations.ActivationLogger.pin_reference`. Defaults
+            to ``None``: no reference.
         **logger_kwargs: Any other :class:`~tb_activations.ActivationLogger`
             option (``top_k``, ``rank_by``, ``colormap``, ``normalize``, ...).
 
@@ -51,9 +56,20 @@ class ActivationCallback(keras.callbacks.Callback):
         layers: Sequence[LayerSpec] | LayerSpec | None = None,
         freq: str | int = "epoch",
         epoch_freq: int = 1,
+        pin_reference_at_epoch: int | None = None,
         **logger_kwargs: Any,
     ) -> None:
         super().__init__()
+        if pin_reference_at_epoch is not None and (
+            isinstance(pin_reference_at_epoch, bool)
+            or not isinstance(pin_reference_at_epoch, int)
+            or pin_reference_at_epoch < 0
+        ):
+            raise ValueError(
+                "Invalid value for argument `pin_reference_at_epoch`. Expected None or an int >= 0. "
+                f"Received: pin_reference_at_epoch={pin_reference_at_epoch!r}"
+            )
+        self.pin_reference_at_epoch = pin_reference_at_epoch
         if freq != "epoch" and (isinstance(freq, bool) or not isinstance(freq, int) or freq < 1):
             raise ValueError(
                 f"Invalid value for argument `freq`. Expected 'epoch' or a positive int. Received: freq={freq!r}"
@@ -90,6 +106,17 @@ class ActivationCallback(keras.callbacks.Callback):
             self.logger.extractor  # noqa: B018  (build it now, outside the timed epochs)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if epoch == self.pin_reference_at_epoch and self.logger is not None:
+            try:
+                self.logger.pin_reference()
+            except Exception as err:  # never end the training run
+                self.failures += 1
+                warnings.warn(
+                    f"tb_activations: pinning the drift reference at epoch {epoch} failed; "
+                    f"training continues. {type(err).__name__}: {err}",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
         if self.freq == "epoch" and (epoch + 1) % self.epoch_freq == 0:
             self._log(epoch)
 
