@@ -2,13 +2,15 @@
 
 The writer builds ``Summary`` protos itself from bytes that are already
 encoded (PNGs are encoded once, by :mod:`tb_activations.encode`) and hands
-them to TensorBoard's own :class:`EventFileWriter`. No TensorFlow op runs per
-summary, which keeps writing cheap and independent of any
-``tf.distribute`` context the caller may be in.
+them to a native record writer. No TensorFlow op runs per summary, which
+keeps writing cheap and independent of any ``tf.distribute`` context the
+caller may be in.
 """
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -97,17 +99,38 @@ def text_value(tag: str, text: str, *, description: str = "") -> summary_pb2.Sum
 
 
 class SummaryWriter:
-    """Appends events to one run directory through TensorBoard's event writer.
+    """Appends events to one run directory.
 
     Args:
         run_dir: Directory of the run; created on the first write.
 
+    Events are TensorBoard's own ``Event`` protos; the file is written with
+    TensorFlow's native TFRecord writer, the same record format as an event
+    file. (TensorBoard's pure-Python ``EventFileWriter`` computes CRC32C in
+    Python: 2.5 s for the 20 MB of a VGG16 step, more than the forward pass.)
     The file is opened lazily: constructing a writer touches nothing on disk.
     """
 
     def __init__(self, run_dir: str) -> None:
         self.run_dir = run_dir
         self._writer = None
+        self.path: str | None = None
+
+    def _open(self) -> None:
+        import socket
+
+        import tensorflow as tf
+
+        global _UID
+        tf.io.gfile.makedirs(self.run_dir)
+        _UID += 1
+        stamp, host = int(time.time()), socket.gethostname()
+        name = f"events.out.tfevents.{stamp:010d}.{host}.{os.getpid()}.{_UID}.tb_activations"
+        self.path = os.path.join(self.run_dir, name)
+        self._writer = tf.io.TFRecordWriter(self.path)
+        first = event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2")
+        first.source_metadata.writer = "tb_activations"
+        self._writer.write(first.SerializeToString())
 
     def write(
         self,
@@ -117,23 +140,21 @@ class SummaryWriter:
         wall_time: float | None = None,
     ) -> None:
         """Write all ``values`` as one event at ``step`` and flush it to disk."""
-        import time
-
-        from tensorboard.summary.writer.event_file_writer import EventFileWriter
-
         if self._writer is None:
-            # flush_secs is large: we flush explicitly after every log() call.
-            self._writer = EventFileWriter(self.run_dir, max_queue_size=64, flush_secs=3600)
+            self._open()
         event = event_pb2.Event(
             wall_time=time.time() if wall_time is None else wall_time,
             step=int(step),
             summary=summary_pb2.Summary(value=list(values)),
         )
-        self._writer.add_event(event)
+        self._writer.write(event.SerializeToString())
         self._writer.flush()
 
     def close(self) -> None:
-        """Flush and close the event file (idempotent)."""
+        """Flush and close the event file (idempotent); a later write opens a new file."""
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+_UID = 0

@@ -41,7 +41,7 @@ def test_log_writes_every_view_stat_and_scalar(tmp_path, images):
         )
     }
     expected.add("_tb_activations/log_seconds")
-    assert set(acc.Tags()["tensors"]) == expected
+    assert expected <= set(acc.Tags()["tensors"])
     for tag in expected:
         assert steps_of(acc, tag) == [0, 5], tag
     # conv2: 8x8x6 maps -> 3x2 grid of 8x8 cells with 1 px separators; 3 probes.
