@@ -45,6 +45,21 @@ def encode_rgb_png(rgb: np.ndarray, compress_level: int = DEFAULT_COMPRESS_LEVEL
     return buf.getvalue()
 
 
+def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
+    """JPEG bytes of a uint8 RGB image ``(H, W, 3)``.
+
+    Used for overlays: they are photographs blended with a smooth heatmap,
+    where JPEG is ~5x smaller and ~10x faster than PNG at no visible loss.
+    """
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)).save(
+        buf, format="JPEG", quality=quality
+    )
+    return buf.getvalue()
+
+
 def decode_png(data: bytes) -> np.ndarray:
     """uint8 RGB ``(H, W, 3)`` of PNG bytes (palette images are expanded)."""
     from PIL import Image

@@ -16,6 +16,7 @@ from tb_activations.diagnostics import FIXED_SCALES, Diagnostics, resolve_predic
 from tb_activations.encode import (
     DEFAULT_COMPRESS_LEVEL,
     default_executor,
+    encode_jpeg,
     encode_many,
     encode_palette_png,
     encode_rgb_png,
@@ -98,6 +99,9 @@ class ActivationLogger:
             larger ones are mean-pooled to fit. Defaults to 2048. Lower it to
             write smaller event files.
         compress_level: zlib level of the PNGs. Defaults to 1 (fast).
+        overlay_format: ``"jpeg"`` (default; quality 90: overlays are photos,
+            5x smaller as JPEG) or ``"png"`` (lossless). Mosaics and top-k
+            strips are always lossless palette PNGs.
         run_name: Sub-folder of ``log_dir``. Defaults to ``"activations"``.
         resize_probes: Resize probes that do not match the model's input size
             instead of raising. Defaults to ``False``.
@@ -144,6 +148,7 @@ class ActivationLogger:
         alpha: float = 0.5,
         max_image_size: int = DEFAULT_MAX_SIZE,
         compress_level: int = DEFAULT_COMPRESS_LEVEL,
+        overlay_format: str = "jpeg",
         run_name: str = metadata.DEFAULT_RUN_NAME,
         resize_probes: bool = False,
         drift: bool = True,
@@ -178,6 +183,10 @@ class ActivationLogger:
             raise ValueError(
                 f"Invalid value for argument `max_image_size`. Expected an int >= 16. Received: max_image_size={max_image_size!r}"
             )
+        if overlay_format not in ("jpeg", "png"):
+            raise ValueError(
+                f"Invalid value for argument `overlay_format`. Expected 'jpeg' or 'png'. Received: overlay_format={overlay_format!r}"
+            )
         if not isinstance(compress_level, int) or not 0 <= compress_level <= 9:
             raise ValueError(
                 f"Invalid value for argument `compress_level`. Expected an int in 0..9. Received: compress_level={compress_level!r}"
@@ -204,6 +213,7 @@ class ActivationLogger:
         self.alpha = float(alpha)
         self.max_image_size = max_image_size
         self.compress_level = compress_level
+        self.overlay_format = overlay_format
         self.log_dir = os.fspath(log_dir)
         self.run_name = run_name
         self.run_dir = os.path.join(self.log_dir, run_name)
@@ -417,7 +427,10 @@ class ActivationLogger:
                 )
                 for i in range(n)
             ]
-            jobs += [(encode_rgb_png, p, self.compress_level) for p in pairs]
+            if self.overlay_format == "jpeg":
+                jobs += [(encode_jpeg, p) for p in pairs]
+            else:
+                jobs += [(encode_rgb_png, p, self.compress_level) for p in pairs]
             slots.append(
                 (
                     metadata.view_tag(info.path, "overlay"),
