@@ -50,6 +50,7 @@ class ActivationsPlugin(base_plugin.TBPlugin):
             "/stats": self._serve_stats,
             "/image": self._serve_image,
             "/scalars": self._serve_scalars,
+            "/predictions": self._serve_predictions,
         }
 
     def is_active(self) -> bool:
@@ -138,6 +139,18 @@ class ActivationsPlugin(base_plugin.TBPlugin):
             )
 
         return self._json_route(request, body)
+
+    @wrappers.Request.application
+    def _serve_predictions(self, request):
+        return self._json_route(
+            request,
+            lambda ctx, exp, args: plugin_data.predictions(
+                self._data_provider,
+                ctx,
+                experiment_id=exp,
+                run=plugin_data.require_str(args, "run"),
+            ),
+        )
 
     @wrappers.Request.application
     def _serve_index_js(self, request):

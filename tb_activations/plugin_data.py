@@ -58,7 +58,9 @@ KNOWN_LAYER_SCALARS = (
     "cka_reference",
     "dead_fraction",
     "newly_dead_fraction",
+    "saturated_fraction",
     "topk_overlap",
+    "channel_rank_corr",
     "mean_activation",
     "nonfinite_count",
 )
@@ -416,6 +418,61 @@ def layer_scalars(
         for tag in tags
     ]
     return {"run": run, "layer": layer, "series": series}
+
+
+def predictions(data_provider, ctx, *, experiment_id: str, run: str) -> dict[str, Any]:
+    """The probes' predicted class at each step (the logger's predictions tensor).
+
+    Returns:
+        ``{"run", "probes", "labels", "class_names", "num_classes", "fields",
+        "steps": [{"step", "rows": [[predicted_class, confidence, label_class,
+        label_probability] per probe]}]}``; non-finite values are ``None``.
+        ``steps`` is empty when the run has no predictions (a model whose
+        output is not a classifier's, or ``predictions=False``).
+
+    Raises:
+        NotFoundError: if the run has no activation data at all.
+    """
+    tag = metadata.PREDICTIONS_TAG
+    listing = data_provider.list_tensors(
+        ctx,
+        experiment_id=experiment_id,
+        plugin_name=metadata.PLUGIN_NAME,
+        run_tag_filter=_filter(run),
+    )
+    if run not in listing:
+        raise errors.NotFoundError(f"No activation data for run {run!r}.")
+    empty = {"run": run, "probes": [], "labels": None, "class_names": None, "num_classes": 0}
+    series = listing[run].get(tag)
+    if series is None:
+        return {**empty, "fields": list(metadata.PREDICTION_FIELDS), "steps": []}
+    try:
+        content = metadata.parse_plugin_metadata(series.plugin_content)
+    except (TypeError, ValueError):
+        return {**empty, "fields": list(metadata.PREDICTION_FIELDS), "steps": []}
+    data = data_provider.read_tensors(
+        ctx,
+        experiment_id=experiment_id,
+        plugin_name=metadata.PLUGIN_NAME,
+        downsample=READ_ALL,
+        run_tag_filter=_filter(run, [tag]),
+    )[run][tag]
+    steps = []
+    for datum in data:
+        array = np.asarray(datum.numpy, dtype=np.float64)
+        if array.ndim != 2:
+            continue
+        rows = [[_finite_or_none(v) for v in row] for row in array.tolist()]
+        steps.append({"step": datum.step, "rows": rows})
+    return {
+        "run": run,
+        "probes": list(content.get("probes") or []),
+        "labels": content.get("labels"),
+        "class_names": content.get("class_names"),
+        "num_classes": int(content.get("num_classes") or 0),
+        "fields": list(content.get("fields") or metadata.PREDICTION_FIELDS),
+        "steps": steps,
+    }
 
 
 def static_file(name: str, *, static_dir: str = STATIC_DIR) -> tuple[bytes, str]:

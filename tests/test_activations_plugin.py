@@ -243,12 +243,33 @@ def test_image_bytes_unknown_is_not_found(logged, kwargs):
         call(plugin_data.image_bytes, logged, run=RUN, **kwargs)
 
 
-def test_layer_scalars_of_the_core_logger(logged):
+def test_layer_scalars_of_the_logger_with_drift(logged):
     answer = call(plugin_data.layer_scalars, logged, run=RUN, layer="conv_b")
+    series = {s["name"]: s["points"] for s in answer["series"]}
     names = [s["name"] for s in answer["series"]]
-    assert names == ["dead_fraction", "mean_activation", "nonfinite_count"]
-    dead = next(s for s in answer["series"] if s["name"] == "dead_fraction")
-    assert dead["points"] == [[s, pytest.approx(1 / 6)] for s in STEPS]
+    # Display order: drift first, then the core measures; whatever the logger wrote.
+    known = [n for n in plugin_data.KNOWN_LAYER_SCALARS if n in series]
+    assert names[: len(known)] == known
+    assert {"dead_fraction", "mean_activation", "nonfinite_count"} <= set(names)
+    assert series["dead_fraction"] == [[s, pytest.approx(1 / 6)] for s in STEPS]
+    assert series["cka_first"][0] == [0, pytest.approx(1.0)]
+    assert [s for s, _ in series["cka_previous"]] == STEPS[1:]
+
+
+def test_predictions_per_step_and_probe(logged):
+    answer = call(plugin_data.predictions, logged, run=RUN)
+    assert answer["probes"] == PROBE_NAMES
+    assert answer["num_classes"] == 3
+    assert answer["fields"] == list(metadata.PREDICTION_FIELDS)
+    assert [s["step"] for s in answer["steps"]] == STEPS
+    for entry in answer["steps"]:
+        assert len(entry["rows"]) == 3
+        for predicted, confidence, label, label_probability in entry["rows"]:
+            assert predicted in (0.0, 1.0, 2.0)
+            assert 1 / 3 <= confidence <= 1.0
+            assert label == -1.0 and label_probability is None  # the probes have no labels
+    with pytest.raises(errors.NotFoundError):
+        call(plugin_data.predictions, logged, run="nope")
 
 
 def test_layer_scalars_show_drift_once_written_and_only_direct_children(tmp_path):
@@ -346,7 +367,11 @@ def test_routes_answer_json(client, logged):
     )
 
     scalars = get(client, f"/scalars?run={RUN}&layer=conv_a").json
-    assert scalars["series"][0]["name"] == "dead_fraction"
+    assert scalars["series"][0]["name"] == "cka_first"
+
+    predictions = get(client, f"/predictions?run={RUN}")
+    assert predictions.status_code == 200
+    assert [s["step"] for s in predictions.json["steps"]] == STEPS
 
 
 def test_image_route_serves_stored_png(client, logged):
@@ -377,6 +402,7 @@ def test_static_routes(client):
         f"/image?run={RUN}&tag=conv_b/mosaic&step=0&index=<b>",
         "/image?tag=conv_b/mosaic&step=0&index=0",
         f"/scalars?run={RUN}",
+        "/predictions",
     ],
 )
 def test_bad_or_missing_parameters_are_400(client, path):
@@ -399,6 +425,7 @@ def test_bad_or_missing_parameters_are_400(client, path):
         f"/image?run={RUN}&tag=conv_b/nope&step=0&index=0",
         "/image?run=nope&tag=conv_b/mosaic&step=0&index=0",
         "/scalars?run=nope&layer=conv_b",
+        "/predictions?run=nope",
         "/static/../plugin_data.py",
         "/static/..%2fplugin_data.py",
         "/static/..%2f..%2fsetup.cfg",

@@ -13,6 +13,8 @@ const PLAY_MS = 700;
 const UNIT_SERIES = /^(cka_.*|.*_fraction|topk_overlap)$/;
 const FILMSTRIP_MAX = 60;
 const EMPTY_POLL_MS = 5000;
+const REFRESH_MS = 10000;
+const DEFAULT_RUN = 'activations'; // metadata.DEFAULT_RUN_NAME
 const SNIPPET = `from tb_activations import ActivationLogger, Probes
 
 probes = Probes(images)            # uint8 (N, H, W, 3), a few fixed images
@@ -139,6 +141,8 @@ class MosaicView {
       const img = await loadImage(src);
       if (this.layer !== layer || this.step !== step) return null; // superseded
       this.img.src = img.src;
+      this.img.dataset.layer = layer.layer; // what is on display (read by tests)
+      this.img.dataset.step = String(step);
       this.natural = {w: img.naturalWidth, h: img.naturalHeight};
       let scale = Math.floor(this.maxWidth / img.naturalWidth);
       if (scale < 1) scale = this.maxWidth / img.naturalWidth;
@@ -204,6 +208,7 @@ class Dashboard {
     this.probeSelect = el('select', {id: 'tba-probe', onchange: () => {
       this.state.probe = Number(this.probeSelect.value);
       this.update();
+      this.drawPredictions();
     }});
     this.layerSelect = el('select', {id: 'tba-layer', onchange: () => this.selectLayer(this.layerSelect.value)});
     this.refreshButton = el('button', {type: 'button', id: 'tba-refresh', text: 'Reload',
@@ -291,12 +296,15 @@ class Dashboard {
     // Drift
     this.drift = el('div', {id: 'tba-drift', class: 'tba-charts'});
     const driftPanel = el('section', {class: 'tba-panel'}, el('h3', {text: 'Drift and dead channels'}), this.drift);
+    this.predictionsBox = el('div', {id: 'tba-predictions'});
+    this.predictionsPanel = el('section', {class: 'tba-panel', hidden: true},
+      el('h3', {text: 'Prediction on the probe'}), this.predictionsBox);
 
     this.main = el('div', {class: 'tba-main', hidden: true},
       this.stepBar,
       el('div', {class: 'tba-columns'},
         el('div', {class: 'tba-col'}, mosaicPanel, this.channelPanel),
-        el('div', {class: 'tba-col'}, topPanel, driftPanel)));
+        el('div', {class: 'tba-col'}, topPanel, driftPanel, this.predictionsPanel)));
 
     setChildren(this.body, el('div', {class: 'tba-root'},
       this.controls, this.notice, this.error, this.empty, this.main));
@@ -343,7 +351,51 @@ class Dashboard {
     this.controls.hidden = false;
     setOptions(this.runSelect, this.runs.map((r) => [r, r]), this.state.run);
     this.statsCache.clear();
-    await this.selectRun(this.runs.includes(this.state.run) ? this.state.run : this.runs[0]);
+    const preferred = [this.state.run, DEFAULT_RUN].find((r) => this.runs.includes(r));
+    await this.selectRun(preferred ?? this.runs[0]);
+    clearInterval(this.refreshTimer);
+    this.refreshTimer = setInterval(() => this.refresh(), REFRESH_MS);
+  }
+
+  /** Picks up newly logged steps and layers of the current run (training goes on). */
+  async refresh() {
+    if (this.timer || !this.state.run) return; // not while playing
+    let data;
+    try {
+      data = await getJson('layers', {run: this.state.run});
+    } catch (err) {
+      return;
+    }
+    if (JSON.stringify(data) === JSON.stringify(this.data) || this.timer) return;
+    const layer = this.layer();
+    const atEnd = layer && this.state.stepIndex >= layer.steps.length - 1;
+    const step = this.currentStep();
+    this.data = data;
+    setOptions(this.layerSelect, data.layers.map((l) => [l.layer, layerLabel(l)]), this.state.layerName);
+    this.showSampling(data.sampling);
+    const fresh = this.layer();
+    if (!fresh) {
+      this.selectLayer(data.layers[0]?.layer);
+      return;
+    }
+    this.slider.max = String(Math.max(0, fresh.steps.length - 1));
+    this.state.stepIndex = atEnd ? fresh.steps.length - 1 : nearestIndex(fresh.steps, step);
+    this.update();
+    this.updateDrift();
+  }
+
+  showSampling(sampling) {
+    if (!sampling) {
+      this.notice.hidden = true;
+      return;
+    }
+    this.notice.hidden = false;
+    setChildren(this.notice,
+      el('strong', {text: 'Steps sampled. '}),
+      `TensorBoard kept the images of ${sampling.kept} of the ${sampling.logged} logged steps. ` +
+        'Restart it with ',
+      el('code', {text: sampling.flag}),
+      ' to keep every step.');
   }
 
   async selectRun(run) {
@@ -364,17 +416,13 @@ class Dashboard {
     this.data = data;
     this.main.hidden = false;
     setOptions(this.layerSelect, data.layers.map((l) => [l.layer, layerLabel(l)]), this.state.layerName);
-    if (data.sampling) {
-      this.notice.hidden = false;
-      setChildren(this.notice,
-        el('strong', {text: 'Steps sampled. '}),
-        `TensorBoard kept the images of ${data.sampling.kept} of the ${data.sampling.logged} logged steps. ` +
-          'Restart it with ',
-        el('code', {text: data.sampling.flag}),
-        ' to keep every step.');
-    } else {
-      this.notice.hidden = true;
-    }
+    this.showSampling(data.sampling);
+    this.predictions = null;
+    getJson('predictions', {run}).then((p) => {
+      if (this.state.run !== run) return;
+      this.predictions = p;
+      this.drawPredictions();
+    }, () => {});
     const names = data.layers.map((l) => l.layer);
     const layer = names.includes(this.state.layerName) ? this.state.layerName : names[0];
     this.selectLayer(layer, previousStep);
@@ -762,9 +810,41 @@ class Dashboard {
   }
 
   markDrift(step) {
-    if (this.driftStep === step) return;
+    if (this.driftStep === step && this.predictionsKey === `${step}/${this.state.probe}`) return;
     this.driftStep = step;
     this.drawDrift();
+    this.drawPredictions();
+  }
+
+  /** The probe's predicted class at the current step, its confidence over steps and class changes. */
+  drawPredictions() {
+    const p = this.predictions;
+    if (!p || !p.steps.length) {
+      this.predictionsPanel.hidden = true;
+      return;
+    }
+    this.predictionsPanel.hidden = false;
+    const probe = Math.min(this.state.probe, p.steps[0].rows.length - 1);
+    const step = this.currentStep();
+    this.predictionsKey = `${step}/${this.state.probe}`;
+    const className = (c) => (c === null || c < 0 ? 'none' : p.class_names?.[c] ?? `class ${c}`);
+    const at = p.steps.find((s) => s.step === step) ?? p.steps[p.steps.length - 1];
+    const [predicted, confidence, label, labelProb] = at.rows[probe];
+    const line = `${p.probes[probe] ?? `probe ${probe}`} at step ${at.step}: ${className(predicted)} ` +
+      `(p = ${fmt(confidence)})` + (label !== null && label >= 0 ? ` · label ${className(label)} (p = ${fmt(labelProb)})` : '');
+    const changes = [];
+    let last;
+    for (const s of p.steps) {
+      const c = s.rows[probe][0];
+      if (c !== last) changes.push(`step ${s.step}: ${className(c)}`);
+      last = c;
+    }
+    setChildren(this.predictionsBox,
+      el('div', {id: 'tba-prediction-now', text: line}),
+      el('figure', {class: 'tba-chart-card', dataset: {series: 'confidence'}},
+        el('figcaption', {class: 'tba-caption', text: 'confidence of the predicted class'}),
+        lineChart(p.steps.map((s) => [s.step, s.rows[probe][1]]), {markStep: step, unit: true})),
+      el('div', {class: 'tba-note', text: `Predicted class changes: ${changes.join(' → ')}`}));
   }
 }
 
