@@ -1,0 +1,363 @@
+"""Benchmarks of tb_activations, as ratios measured in one run.
+
+Usage: ``python benchmarks/run.py`` (full, several minutes on 2 cores) or
+``python benchmarks/run.py --quick`` (CI-sized). Prints a markdown table.
+
+Workloads (issue "Performance"):
+  1. ``log()`` against the bare forward pass of the same probes, VGG16
+     (``weights=None``, 8 probes 224x224): the five pooling layers, and all 18
+     conv/pool layers.
+  2. Event bytes per logged step, at full resolution and with ``max_image_size``.
+  3. Callback overhead on a small CNN: 3 conv layers, 32x32x3, 4096 samples,
+     batch 64, 8 probes, every epoch, every conv layer.
+  4. Memory: RSS before and after many ``log()`` calls, against the bytes of
+     the activations themselves.
+  5. The same job done the ways users do it today: the article's
+     matplotlib/seaborn heatmaps, keract, tf-explain.
+
+Timings are medians of repeated runs in this process; the machine is shared
+and noisy, so compare the ratios, not the seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def median_time(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def run_bytes(run_dir: str) -> int:
+    return sum(
+        os.path.getsize(p) for p in glob.glob(os.path.join(run_dir, "events.out.tfevents.*"))
+    )
+
+
+def bench_log(rows, model, probes, layers, label, repeat, tmp, **kwargs):
+    import tensorflow as tf
+
+    from tb_activations import ActivationLogger
+
+    forward = tf.function(lambda x: model(x, training=False))
+    x = probes.inputs
+    forward(x)  # trace
+    log_dir = os.path.join(tmp, label.replace(" ", "_"))
+    logger = ActivationLogger(model, probes, log_dir, layers=layers, **kwargs)
+    logger.log(0)  # build + trace
+    step = iter(range(1, 10_000))
+    # Interleave so that both see the same machine load.
+    fwd, lg = [], []
+    for _ in range(repeat):
+        fwd.append(median_time(lambda: forward(x), 1))
+        lg.append(median_time(lambda: logger.log(next(step)), 1))
+    f, g = statistics.median(fwd), statistics.median(lg)
+    size = run_bytes(logger.run_dir) / (repeat + 1)
+    logger.close()
+    rows.append(
+        (
+            f"`log()` {label}",
+            f"{g:.2f} s vs forward {f:.2f} s",
+            f"**{g / f:.2f}x** forward",
+            f"{size / 1e6:.1f} MB/step",
+        )
+    )
+    return g / f, size
+
+
+def bench_callback(rows, quick, tmp):
+    import keras
+
+    from tb_activations import ActivationCallback, Probes
+
+    n = 1024 if quick else 4096
+    rng = np.random.default_rng(0)
+    x = rng.random((n, 32, 32, 3), dtype=np.float32)
+    y = rng.integers(0, 10, n)
+
+    def model():
+        keras.utils.set_random_seed(0)
+        m = keras.Sequential(
+            [
+                keras.Input((32, 32, 3)),
+                keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv1"),
+                keras.layers.MaxPooling2D(),
+                keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv2"),
+                keras.layers.MaxPooling2D(),
+                keras.layers.Conv2D(64, 3, padding="same", activation="relu", name="conv3"),
+                keras.layers.GlobalAveragePooling2D(),
+                keras.layers.Dense(10, activation="softmax"),
+            ]
+        )
+        m.compile("adam", "sparse_categorical_crossentropy")
+        return m
+
+    class Timer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.times.append(time.perf_counter() - self.t)
+
+    epochs = 3 if quick else 5
+    results = {}
+    # Alternate plain/with-callback fits so drift in machine load hits both.
+    for label in ("plain", "callback", "plain2", "callback2"):
+        timer = Timer()
+        timer.times = []
+        cbs = [timer]
+        if label.startswith("callback"):
+            # Put the activation callback first: the timer's on_epoch_end then includes its work.
+            cbs = [
+                ActivationCallback(Probes(x[:8]), os.path.join(tmp, label), layers=["conv*"]),
+                timer,
+            ]
+        model().fit(x, y, batch_size=64, epochs=epochs, verbose=0, callbacks=cbs)
+        results.setdefault(label.rstrip("2"), []).extend(
+            timer.times[1:]
+        )  # epoch 0 includes tracing
+    plain, cb = statistics.median(results["plain"]), statistics.median(results["callback"])
+    rows.append(
+        (
+            "callback, small CNN, every epoch, 3 conv layers",
+            f"{cb:.2f} s vs {plain:.2f} s per epoch",
+            f"**+{(cb / plain - 1) * 100:.0f}%** epoch time",
+            "",
+        )
+    )
+
+
+def bench_memory(rows, model, probes, layers, tmp, steps):
+    from tb_activations import ActivationLogger
+
+    logger = ActivationLogger(model, probes, os.path.join(tmp, "memory"), layers=layers)
+    acts = logger.activations()
+    act_mb = sum(a.nbytes for a in acts.values()) / 1e6
+    del acts
+    logger.log(0)
+    logger.log(1)
+    before = rss_mb()
+    for s in range(2, 2 + steps):
+        logger.log(s)
+    after = rss_mb()
+    logger.close()
+    rows.append(
+        (
+            f"memory over {steps} `log()` calls",
+            f"RSS {before:.0f} -> {after:.0f} MB",
+            f"growth {after - before:+.0f} MB",
+            f"activations {act_mb:.0f} MB",
+        )
+    )
+
+
+def bench_article(rows, acts_by_layer, tmp, channels_sampled):
+    """The article's way: one seaborn heatmap figure per channel, saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    try:
+        import seaborn as sns
+    except ImportError:
+        rows.append(("article (seaborn heatmaps)", "seaborn not installed", "", ""))
+        return None
+    total_channels = sum(a.shape[-1] for a in acts_by_layer.values())
+    out = os.path.join(tmp, "article")
+    os.makedirs(out, exist_ok=True)
+    name, a = next(iter(acts_by_layer.items()))
+    vmax = float(a.max())
+    t = time.perf_counter()
+    for c in range(channels_sampled):
+        fig = plt.figure(figsize=(4, 4))
+        sns.heatmap(a[0, :, :, c], vmin=0, vmax=vmax, xticklabels=False, yticklabels=False)
+        fig.savefig(os.path.join(out, f"{name}_{c}.png"))
+        plt.close(fig)
+    per_channel = (time.perf_counter() - t) / channels_sampled
+    est = per_channel * total_channels
+    rows.append(
+        (
+            "article: seaborn heatmap per channel, PNG files, 1 probe",
+            f"{per_channel * 1000:.0f} ms/channel x {total_channels} channels",
+            f"~{est:.0f} s per probe (extrapolated from {channels_sampled})",
+            "",
+        )
+    )
+    return est
+
+
+def bench_keract(rows, model, x1, layer_names, tmp):
+    try:
+        import keract
+    except ImportError:
+        rows.append(("keract", "not installed (`pip install keract`)", "", ""))
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    out = os.path.join(tmp, "keract")
+    t = time.perf_counter()
+    try:
+        acts = keract.get_activations(model, x1, layer_names=layer_names)
+        t_get = time.perf_counter() - t
+        keract.display_activations(acts, save=True, directory=out)
+    except Exception as err:  # report, don't crash the benchmark
+        rows.append(("keract", f"fails on Keras 3: {type(err).__name__}: {str(err)[:80]}", "", ""))
+        return None
+    total = time.perf_counter() - t
+    rows.append(
+        (
+            "keract: get_activations + display_activations, 1 probe",
+            f"{total:.1f} s (get {t_get:.2f} s)",
+            "",
+            "",
+        )
+    )
+    return total
+
+
+def bench_tf_explain(rows, model, x, layer_names, tmp):
+    try:
+        from tf_explain.callbacks.activations_visualization import ActivationsVisualizationCallback
+    except Exception as err:
+        rows.append(
+            (
+                "tf-explain ActivationsVisualizationCallback",
+                f"does not import: {type(err).__name__}: {str(err)[:80]}",
+                "",
+                "",
+            )
+        )
+        return None
+    try:
+        cb = ActivationsVisualizationCallback(
+            validation_data=(x, np.zeros(len(x))),
+            layers_name=layer_names,
+            output_dir=os.path.join(tmp, "tfx"),
+        )
+        cb.set_model(model)
+        t = time.perf_counter()
+        cb.on_epoch_end(0)
+        total = time.perf_counter() - t
+    except Exception as err:
+        rows.append(
+            (
+                "tf-explain ActivationsVisualizationCallback",
+                f"does not run on Keras 3: {type(err).__name__}: {str(err)[:100]}",
+                "",
+                "",
+            )
+        )
+        return None
+    rows.append(
+        ("tf-explain ActivationsVisualizationCallback, one epoch end", f"{total:.1f} s", "", "")
+    )
+    return total
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="CI-sized: small inputs, fewer repeats."
+    )
+    parser.add_argument(
+        "--no-alternatives",
+        action="store_true",
+        help="Skip the article/keract/tf-explain comparisons.",
+    )
+    args = parser.parse_args(argv)
+
+    import keras
+
+    from tb_activations import Probes
+
+    size, n, repeat = (96, 2, 2) if args.quick else (224, 8, 5)
+    rows: list[tuple[str, str, str, str]] = []
+    tmp = tempfile.mkdtemp(prefix="tb_activations_bench_")
+    try:
+        model = keras.applications.VGG16(
+            weights=None, include_top=not args.quick, input_shape=(size, size, 3)
+        )
+        rng = np.random.default_rng(0)
+        images = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+        probes = Probes(images, preprocess=keras.applications.vgg16.preprocess_input)
+        pools = ["block*_pool"]
+        bench_log(
+            rows,
+            model,
+            probes,
+            pools,
+            f"VGG16, {n} probes {size}x{size}, 5 pooling layers",
+            repeat,
+            tmp,
+        )
+        bench_log(
+            rows,
+            model,
+            probes,
+            None,
+            f"VGG16, {n} probes, all 18 conv/pool layers",
+            max(2, repeat - 2),
+            tmp,
+        )
+        bench_log(
+            rows,
+            model,
+            probes,
+            pools,
+            "VGG16, 5 pooling layers, max_image_size=512",
+            max(2, repeat - 2),
+            tmp,
+            max_image_size=512,
+        )
+        bench_memory(rows, model, probes, pools, tmp, steps=5 if args.quick else 20)
+        bench_callback(rows, args.quick, tmp)
+        if not args.no_alternatives:
+            from tb_activations.extraction import ActivationExtractor
+            from tb_activations.layer_selection import select_layers
+
+            acts = ActivationExtractor(model, select_layers(model, pools))(probes.inputs[:1])
+            bench_article(rows, acts, tmp, channels_sampled=8 if args.quick else 32)
+            pool_names = [f"block{i}_pool" for i in range(1, 6)]
+            bench_keract(rows, model, probes.inputs[:1], pool_names, tmp)
+            bench_tf_explain(rows, model, probes.inputs[:1], pool_names, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    print(
+        f"\nMachine: {os.cpu_count()} cores, Python {sys.version.split()[0]}; {'quick' if args.quick else 'full'} run\n"
+    )
+    print("| workload | measured | ratio | event data |")
+    print("|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
