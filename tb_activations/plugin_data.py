@@ -158,6 +158,17 @@ def _layer_order_key(content: dict[str, Any]) -> tuple[int, str]:
     return (index if isinstance(index, int) else 1 << 30, content["layer"])
 
 
+def _steps_tag(content: dict[str, Any]) -> str | None:
+    """The image tag whose steps stand for the layer's: the mosaic, else the first view."""
+    views = content.get("views")
+    if not isinstance(views, dict):
+        return None
+    for view in (*metadata.VIEWS, *sorted(views)):
+        if isinstance(views.get(view), str):
+            return views[view]
+    return None
+
+
 def _finite_or_none(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
@@ -210,13 +221,11 @@ def list_layers(data_provider, ctx, *, experiment_id: str, run: str) -> dict[str
         raise errors.NotFoundError(f"No activation data for run {run!r}.")
     ordered = sorted(layers.values(), key=_layer_order_key)
 
-    # Steps kept per layer, from its mosaic tag: blob keys only, no image
-    # bytes are read (the top-k and overlay tags are written at the same steps).
-    mosaic_tags = [
-        c["views"]["mosaic"]
-        for c in ordered
-        if isinstance(c.get("views"), dict) and "mosaic" in c["views"]
-    ]
+    # Steps kept per layer, from its mosaic tag (or its first view if the
+    # mosaic was not logged): blob keys only, no image bytes are read; the
+    # other views are written at the same steps.
+    step_tags = {c["layer"]: _steps_tag(c) for c in ordered}
+    mosaic_tags = [t for t in step_tags.values() if t is not None]
     blob_series = data_provider.read_blob_sequences(
         ctx,
         experiment_id=experiment_id,
@@ -241,8 +250,8 @@ def list_layers(data_provider, ctx, *, experiment_id: str, run: str) -> dict[str
     out_layers = []
     for content in ordered:
         layer = content["layer"]
-        mosaic = (content.get("views") or {}).get("mosaic")
-        steps = [d.step for d in blob_series.get(mosaic, [])] if isinstance(mosaic, str) else []
+        tag = step_tags[layer]
+        steps = [d.step for d in blob_series.get(tag, [])] if tag is not None else []
         logged = {
             d.step for d in scalar_series.get(metadata.scalar_tag(layer, "mean_activation"), [])
         }

@@ -163,6 +163,21 @@ def test_list_layers_in_model_order_with_shapes_probes_and_steps(logged):
     assert answer["probe_images"] is None
 
 
+def test_list_layers_without_mosaic_takes_steps_from_another_view(tmp_path):
+    from tb_activations import ActivationLogger
+
+    images = np.random.default_rng(0).integers(0, 256, size=(2, 16, 16, 3), dtype=np.uint8)
+    with ActivationLogger(tiny_model(), images, str(tmp_path), views=["topk"]) as logger:
+        logger.log(3)
+        logger.log(7)
+    provider, _ = make_provider(str(tmp_path))
+    answer = plugin_data.list_layers(provider, CTX, experiment_id="", run=RUN)
+    for lay in answer["layers"]:
+        assert lay["views"] == {"topk": f"{lay['layer']}/topk"}
+        assert lay["steps"] == [3, 7]
+    assert answer["sampling"] is None
+
+
 def test_list_layers_unknown_run_is_not_found(logged):
     with pytest.raises(errors.NotFoundError, match="nope"):
         call(plugin_data.list_layers, logged, run="nope")

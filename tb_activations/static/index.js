@@ -136,6 +136,12 @@ class MosaicView {
     this.layer = layer;
     this.run = run;
     this.step = step;
+    if (!layer.views.mosaic) {
+      this.wrap.hidden = true;
+      this.message.hidden = false;
+      this.message.textContent = 'The mosaic view was not logged for this layer.';
+      return null;
+    }
     const src = imageUrl(run, layer.views.mosaic, step, probe);
     try {
       const img = await loadImage(src);
@@ -563,8 +569,11 @@ class Dashboard {
 
     // Images of this step, and the next one for smooth playback.
     const mosaicPromise = this.mosaicA.show(run, layer, step, probe);
-    this.showStrip(this.topkImg, this.topkMsg, imageUrl(run, layer.views.topk, step, probe));
-    this.showStrip(this.overlayImg, this.overlayMsg, imageUrl(run, layer.views.overlay, step, probe));
+    this.showStrip(this.topkImg, this.topkMsg, layer.views.topk && imageUrl(run, layer.views.topk, step, probe),
+      'The top-k view was not logged for this layer.');
+    this.showStrip(this.overlayImg, this.overlayMsg,
+      layer.views.overlay && imageUrl(run, layer.views.overlay, step, probe),
+      'The overlay view was not logged for this layer (it needs a spatial output).');
     const next = steps[this.state.stepIndex + 1];
     if (next !== undefined) loadImage(imageUrl(run, layer.views.mosaic, next, probe)).catch(() => {});
 
@@ -580,7 +589,13 @@ class Dashboard {
     this.markDrift(step);
   }
 
-  async showStrip(img, message, src) {
+  async showStrip(img, message, src, missing) {
+    if (!src) {
+      img.hidden = true;
+      message.hidden = false;
+      message.textContent = missing;
+      return;
+    }
     try {
       const loaded = await loadImage(src);
       img.src = loaded.src;
@@ -717,7 +732,7 @@ class Dashboard {
         base = null;
       }
     }
-    if (!base) {
+    if (!base && layer.views.overlay) {
       try {
         base = await loadImage(imageUrl(run, layer.views.overlay, step, probe));
         // The overlay view is [strongest channel | mean over channels], `sep` px apart.
@@ -725,9 +740,12 @@ class Dashboard {
         region = {x: 0, y: 0, w, h: base.naturalHeight};
         this.overCaption.textContent = 'Channel over the probe (probe seen through the overlay view)';
       } catch (err) {
-        this.overCaption.textContent = 'Channel alone (no probe image kept at this step)';
-        region = {x: 0, y: 0, w: rect.w * 8, h: rect.h * 8};
+        base = null;
       }
+    }
+    if (!base) {
+      this.overCaption.textContent = 'Channel alone (no probe image kept at this step)';
+      region = {x: 0, y: 0, w: rect.w * 8, h: rect.h * 8};
     }
     this.overCanvas.width = Math.round(region.w);
     this.overCanvas.height = Math.round(region.h);
