@@ -37,7 +37,15 @@ def test_fit_logs_every_epoch_side_by_side_with_keras_tensorboard(tmp_path):
     acc = read_run(tmp_path / "activations")
     tags = set(acc.Tags()["tensors"])
     assert {"conv1/mosaic", "conv2/topk", "conv3/overlay", "conv3/dead_fraction"} <= tags
-    core = ("mosaic", "topk", "overlay", "channel_stats", "mean_activation", "dead_fraction", "cka_first")
+    core = (
+        "mosaic",
+        "topk",
+        "overlay",
+        "channel_stats",
+        "mean_activation",
+        "dead_fraction",
+        "cka_first",
+    )
     for tag in tags:
         if tag.rsplit("/", 1)[-1] in core:
             assert steps_of(acc, tag) == [0, 1, 2], tag
