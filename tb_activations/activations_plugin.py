@@ -20,6 +20,7 @@ from typing import Any
 from tensorboard import errors, plugin_util
 from tensorboard.backend import http_util
 from tensorboard.plugins import base_plugin
+from tensorboard.util import img_mime_type_detector
 from werkzeug import wrappers
 
 from tb_activations import metadata, plugin_data
@@ -74,7 +75,8 @@ class ActivationsPlugin(base_plugin.TBPlugin):
         except errors.PublicError as err:
             return _error(request, err)
         if isinstance(result, bytes):
-            return http_util.Respond(request, result, "image/png")
+            # Overlays are JPEG, mosaics PNG: send the type of the stored bytes.
+            return http_util.Respond(request, result, img_mime_type_detector.from_bytes(result))
         return http_util.Respond(request, result, "application/json")
 
     @wrappers.Request.application

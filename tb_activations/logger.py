@@ -224,6 +224,7 @@ class ActivationLogger:
         self._writer = SummaryWriter(self.run_dir)
         self._executor = None
         self._closed = False
+        self._probes_written = False
         # Drift, predictions and channel probes (tb_activations.diagnostics).
         self._want_output = resolve_predictions(model, predictions)
         self._diagnostics = Diagnostics(
@@ -320,6 +321,8 @@ class ActivationLogger:
         acts, output = self.extractor.run(self.probes.inputs)
         records, values = self._render_all(acts, int(step))
         values.extend(self._diagnostics.values(acts, output, records, int(step)))
+        if not self._probes_written:
+            values.append(self._probe_images())
         values.append(
             scalar_value(
                 metadata.LOG_SECONDS_TAG,
@@ -328,7 +331,21 @@ class ActivationLogger:
             )
         )
         self._writer.write(int(step), values)
+        self._probes_written = True
         return records
+
+    def _probe_images(self):
+        """The probes' display images, written once per logger, for the dashboard's overlays."""
+        display = self.probes.display
+        pngs = [encode_rgb_png(img, self.compress_level) for img in display]
+        names = ", ".join(self.probes.names)
+        return image_value(
+            metadata.PROBE_IMAGES_TAG,
+            pngs,
+            width=display.shape[2],
+            height=display.shape[1],
+            description=f"The probe images, in order: {names}.",
+        )
 
     def pin_reference(self) -> None:
         """Pin the probes' activations now as the reference of ``L/cka_reference``.

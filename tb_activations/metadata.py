@@ -84,6 +84,8 @@ SCALAR_SUFFIXES = ("mean_activation", "dead_fraction", "nonfinite_count")
 #: Tag prefix for the logger's own measurements (not a layer).
 INTERNAL_PREFIX = "_tb_activations"
 LOG_SECONDS_TAG = INTERNAL_PREFIX + "/log_seconds"
+#: The probes' display images (plugin ``images``), written at the first ``log()``.
+PROBE_IMAGES_TAG = INTERNAL_PREFIX + "/probes"
 
 #: Per-layer drift scalar suffixes (``L/<suffix>``), in display order; each is
 #: written only at the steps where it is defined (see the table above).

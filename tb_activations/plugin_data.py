@@ -45,7 +45,7 @@ READ_ALL = 1_000_000
 #: Image tag under which a logger may store the probe images themselves
 #: (``[w, h, png_probe_0, ...]``, at one or more steps). When present, an
 #: opened channel is drawn over the probe image; otherwise over the overlay view.
-PROBE_IMAGES_TAG = metadata.INTERNAL_PREFIX + "/probes"
+PROBE_IMAGES_TAG = metadata.PROBE_IMAGES_TAG
 
 #: The flag a user passes to keep every logged step of images and stats.
 SAMPLING_FLAG = "--samples_per_plugin=images=0,activations=0"

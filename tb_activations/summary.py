@@ -125,7 +125,7 @@ class SummaryWriter:
         tf.io.gfile.makedirs(self.run_dir)
         _UID += 1
         stamp, host = int(time.time()), socket.gethostname()
-        name = f"events.out.tfevents.{stamp:010d}.{host}.{os.getpid()}.{_UID}.tb_activations"
+        name = f"events.out.tfevents.{stamp:010d}.{host}.{os.getpid()}.{_UID:06d}.tb_activations"
         self.path = os.path.join(self.run_dir, name)
         self._writer = tf.io.TFRecordWriter(self.path)
         first = event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2")

@@ -160,7 +160,7 @@ def test_list_layers_in_model_order_with_shapes_probes_and_steps(logged):
         assert lay["top_k"] == 3
     assert answer["steps"] == STEPS
     assert answer["sampling"] is None
-    assert answer["probe_images"] is None
+    assert answer["probe_images"] == {"tag": "_tb_activations/probes", "steps": [0]}
 
 
 def test_list_layers_without_mosaic_takes_steps_from_another_view(tmp_path):
@@ -395,6 +395,14 @@ def test_image_route_serves_stored_png(client, logged):
     assert response.mimetype == "image/png"
     direct = call(plugin_data.image_bytes, logged, run=RUN, tag="conv_a/topk", step=30, index=2)
     assert response.data == direct
+
+
+def test_image_route_serves_jpeg_overlays_and_probe_pngs_with_their_type(client):
+    overlay = get(client, f"/image?run={RUN}&tag=conv_a/overlay&step=30&index=0")
+    assert overlay.status_code == 200 and overlay.mimetype == "image/jpeg"
+    assert overlay.data[:2] == b"\xff\xd8"
+    probe = get(client, f"/image?run={RUN}&tag=_tb_activations/probes&step=0&index=0")
+    assert probe.status_code == 200 and probe.mimetype == "image/png"
 
 
 def test_static_routes(client):
