@@ -1,0 +1,125 @@
+"""The offline demo end to end: ``tb-activations demo`` for 2 epochs, then what it wrote."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from PIL import Image
+
+from tb_activations import metadata
+from tests.conftest import images_at, read_run, steps_of
+from tests.test_cli import run_cli
+
+pytest.importorskip("sklearn")
+
+LAYERS = ["conv1", "pool1", "conv2", "pool2", "conv3", "pool3"]
+PROBES = ["digit_0", "digit_3", "digit_5", "digit_8"]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    proc = run_cli(
+        "demo", "--epochs", "2", "--log-dir", root / "logs", "--png-dir", root / "png", cwd=root
+    )
+    return root, proc
+
+
+def test_demo_exits_and_says_how_to_view(demo_run):
+    root, proc = demo_run
+    assert proc.returncode == 0, proc.stderr
+    assert f"tensorboard --logdir {root / 'logs'}" in proc.stdout
+    assert "--samples_per_plugin images=100" in proc.stdout
+    epoch_lines = [line for line in proc.stderr.splitlines() if line.startswith("epoch ")]
+    assert [line.split(":")[0] for line in epoch_lines] == ["epoch 1/2", "epoch 2/2"]
+    assert "Traceback" not in proc.stderr
+
+
+def test_demo_runs_next_to_keras_tensorboard(demo_run):
+    from tensorboard.backend.event_processing import plugin_event_multiplexer
+
+    root, _ = demo_run
+    mux = plugin_event_multiplexer.EventMultiplexer()
+    mux.AddRunsFromDirectory(str(root / "logs"))
+    mux.Reload()
+    assert set(mux.Runs()) == {"activations", "train", "validation"}
+    # keras.callbacks.TensorBoard: the loss per epoch, on the same step axis (epoch index).
+    train_tags = set(mux.Runs()["train"]["tensors"])
+    assert "epoch_loss" in train_tags
+    assert [e.step for e in mux.Tensors("train", "epoch_loss")] == [0, 1]
+
+
+def test_demo_activation_tags_and_steps(demo_run):
+    root, _ = demo_run
+    acc = read_run(root / "logs" / "activations")
+    tags = set(acc.Tags()["tensors"])
+    expected = {metadata.view_tag(layer, view) for layer in LAYERS for view in metadata.VIEWS}
+    expected |= {metadata.stats_tag(layer) for layer in LAYERS}
+    expected |= {
+        metadata.scalar_tag(layer, s) for layer in LAYERS for s in metadata.SCALAR_SUFFIXES
+    }
+    assert tags >= expected
+    for tag in expected:
+        assert steps_of(acc, tag) == [0, 1], tag  # one log per epoch
+    # The probes are the four digits, labelled, in every view.
+    content = metadata.parse_plugin_metadata(
+        acc.SummaryMetadata(metadata.stats_tag("conv1")).plugin_data.content
+    )
+    assert content["probes"] == PROBES
+    assert content["labels"] == ["0", "3", "5", "8"]
+    width, height, images = images_at(acc, "conv1/mosaic", step=1)
+    assert len(images) == 4 and (width, height) == (4 * 65 - 1, 4 * 65 - 1)  # 16 channels, 64 px
+
+
+def test_demo_png_files(demo_run):
+    root, _ = demo_run
+    png = root / "png"
+    assert sorted(os.listdir(png)) == PROBES
+    for probe in PROBES:
+        assert len(os.listdir(png / probe)) == len(LAYERS) * 3
+    with Image.open(png / "digit_3" / "conv1_mosaic.png") as img:
+        assert img.size == (259, 259)
+    with Image.open(png / "digit_3" / "conv2_overlay.png") as img:
+        assert img.size == (129, 64)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_starts_tensorboard_on_localhost(demo_run):
+    root, _ = demo_run
+    port = _free_port()
+    code = (
+        "import sys\n"
+        "from tb_activations.demo import serve\n"
+        f"sys.exit(serve({str(root / 'logs')!r}, port={port}))\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        runs = None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and runs is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/runs", timeout=2) as r:
+                    runs = json.loads(r.read())
+            except OSError:
+                assert proc.poll() is None, "TensorBoard exited early"
+                time.sleep(0.5)
+        assert runs is not None, "TensorBoard did not answer within 60 s"
+        assert {"activations", "train", "validation"} <= set(runs)
+    finally:
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C does: serve() stops TensorBoard, exits 0
+        assert proc.wait(timeout=30) == 0
