@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import warnings
 from collections.abc import Sequence
@@ -89,10 +90,16 @@ class ActivationCallback(keras.callbacks.Callback):
         # Check the options now (a typo should fail at construction, not after an epoch).
         from tb_activations.logger import ActivationLogger
 
-        unknown = set(logger_kwargs) - set(ActivationLogger.__init__.__code__.co_varnames)
+        accepted = set(inspect.signature(ActivationLogger).parameters) - {
+            "model",
+            "probes",
+            "log_dir",
+        }
+        unknown = set(logger_kwargs) - accepted
         if unknown:
             raise TypeError(
-                f"ActivationCallback got unexpected keyword arguments: {sorted(unknown)}"
+                f"ActivationCallback got unexpected keyword arguments: {sorted(unknown)}. "
+                f"ActivationLogger options are: {sorted(accepted)}"
             )
 
     def on_train_begin(self, logs: dict | None = None) -> None:
