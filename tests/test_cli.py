@@ -232,6 +232,10 @@ def test_log_quiet_png_only(model_file, image_dir, tmp_path):
     assert "conv_a" not in proc.stderr  # no progress lines
     assert proc.stdout.strip() == "PNG files: 9 in out"  # conv_a, pool_a, backbone/conv_b
     assert not (tmp_path / "logs").exists()  # --png-dir alone writes no event file
+    umask = os.umask(0o022)
+    os.umask(umask)
+    mode = os.stat(tmp_path / "out" / "cat" / "conv_a_mosaic.png").st_mode & 0o777
+    assert mode == 0o666 & ~umask  # as open() would make it, not mkstemp's private 0600
 
 
 def test_log_no_layer_matched_lists_layers(model_file, image_dir, tmp_path):
