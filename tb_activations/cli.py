@@ -261,8 +261,13 @@ def load_model(
 
 
 def _load_weights(net: Any, path: str) -> None:
+    import warnings
+
     try:
-        net.load_weights(path)
+        # A mismatched file makes Keras warn once per layer before it raises: keep the one line.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            net.load_weights(path)
     except Exception as err:
         raise UserError(f"cannot load weights from {path}: {_first_line(err)}") from None
 
@@ -278,9 +283,10 @@ def _is_download_error(err: BaseException) -> bool:
     )
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
+def _first_line(err: BaseException, limit: int = 300) -> str:
+    """The error's message on one line (whitespace collapsed), at most ``limit`` characters."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def expand_images(paths: Sequence[str]) -> list[str]:

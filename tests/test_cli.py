@@ -284,3 +284,13 @@ def test_log_vgg16_article_one_liner(tmp_path):
         with Image.open(folder / f"block{block}_pool_overlay.png") as img:
             assert img.size == (2 * 224 + 1, 224)  # strongest channel | channel mean
             assert img.mode == "RGB"
+
+
+def test_broken_model_and_weights_files(model_file, image_dir, tmp_path):
+    broken = tmp_path / "broken.keras"
+    broken.write_bytes(b"not a zip archive")
+    assert_user_error(run_cli("layers", broken), "cannot load model file", "broken.keras")
+    weights = tmp_path / "w.weights.h5"
+    weights.write_bytes(b"not an HDF5 file")
+    proc = run_cli("log", model_file, image_dir, "--weights", weights, cwd=tmp_path)
+    assert_user_error(proc, "cannot load weights from", "w.weights.h5")
