@@ -505,6 +505,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     report = Reporter(args.quiet)
     if args.epochs < 1:
         raise UserError(f"--epochs must be a positive int, got {args.epochs}")
+    if args.size < 8:
+        raise UserError(f"--size must be at least 8 (three 2x2 poolings), got {args.size}")
+    if not 0 < args.port < 65536:
+        raise UserError(f"--port must be in 1..65535, got {args.port}")
     try:
         import sklearn  # noqa: F401
     except ImportError:

@@ -123,3 +123,13 @@ def test_serve_starts_tensorboard_on_localhost(demo_run):
     finally:
         proc.send_signal(signal.SIGINT)  # what Ctrl-C does: serve() stops TensorBoard, exits 0
         assert proc.wait(timeout=30) == 0
+
+
+def test_demo_bad_options_are_one_line_errors():
+    for args, fragment in [
+        (["--epochs", "0"], "--epochs must be a positive int"),
+        (["--size", "4"], "--size must be at least 8"),
+    ]:
+        proc = run_cli("demo", *args)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert proc.stderr.strip() == f"tb-activations: error: {fragment}, got {args[1]}"
