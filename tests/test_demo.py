@@ -128,7 +128,7 @@ def test_serve_starts_tensorboard_on_localhost(demo_run):
 def test_demo_bad_options_are_one_line_errors():
     for args, fragment in [
         (["--epochs", "0"], "--epochs must be a positive int"),
-        (["--size", "4"], "--size must be at least 8"),
+        (["--size", "4"], "--size must be at least 8 (three 2x2 poolings)"),
     ]:
         proc = run_cli("demo", *args)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr
