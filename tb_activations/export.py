@@ -28,11 +28,10 @@ from tb_activations.colormaps import palette
 from tb_activations.encode import encode_palette_png, encode_rgb_png
 from tb_activations.render import (
     DEFAULT_MAX_SIZE,
-    grid_shape,
+    mosaic_layout,
     mosaic_levels,
     overlay_pair,
     pool,
-    shrink_factor,
     to_levels,
     topk_levels,
     value_range,
@@ -143,12 +142,12 @@ def save_pngs(
         else:
             top = top_channels(channel_stats(a).by(rank_by), top_k)
             lo, hi = value_range(a, normalize)
-        cols, rows = grid_shape(c)
-        levels = to_levels(pool(a, shrink_factor(h, w, cols, rows, 1, max_image_size)), lo, hi)
+        layout = mosaic_layout(h, w, c, sep=1, max_size=max_image_size)
+        levels = to_levels(pool(a, layout.factor), lo, hi)
         layer_files: list[str] = []
         stem = safe_name(path)
         if "mosaic" in views:
-            mosaic, _ = mosaic_levels(levels, sep=1)
+            mosaic, _ = mosaic_levels(levels, sep=1, layout=layout)
             for i in range(n):
                 layer_files.append(
                     _write(folders[i], f"{stem}_mosaic.png", encode_palette_png(mosaic[i], pal))

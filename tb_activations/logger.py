@@ -33,11 +33,10 @@ from tb_activations.render import (
     DEFAULT_MAX_SIZE,
     NORMALIZE,
     Grid,
-    grid_shape,
+    mosaic_layout,
     mosaic_levels,
     overlay_pair,
     pool,
-    shrink_factor,
     to_levels,
     topk_levels,
     value_range,
@@ -415,10 +414,9 @@ class ActivationLogger:
         stats = channel_stats(a)
         top = top_channels(stats.by(self.rank_by), self.top_k)
         lo, hi = self._scale(info, a)
-        cols, rows = grid_shape(c)
-        factor = shrink_factor(h, w, cols, rows, 1, self.max_image_size)
-        levels_small = to_levels(pool(a, factor), lo, hi)
-        mosaic, grid = mosaic_levels(levels_small, sep=1)
+        layout = mosaic_layout(h, w, c, sep=1, max_size=self.max_image_size)
+        levels_small = to_levels(pool(a, layout.factor), lo, hi)
+        mosaic, grid = mosaic_levels(levels_small, sep=1, layout=layout)
         record = LayerRecord(info=info, stats=stats, top=top, grid=grid, scale=(lo, hi))
         jobs: list[tuple] = []
         slots: list[tuple] = []

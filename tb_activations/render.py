@@ -22,6 +22,10 @@ NORMALIZE = ("layer", "channel")
 DEFAULT_MAX_SIZE = 2048
 #: Top-k cells are enlarged (nearest neighbour) to at least this many pixels.
 TOPK_MIN_CELL = 64
+#: Maps one pixel tall (1-D outputs ``(N, L, C)`` and dense ones ``(N, C)``,
+#: which the extractor returns as ``(N, 1, L, C)`` and ``(N, 1, 1, C)``) are
+#: drawn this many pixels tall (and, when also one pixel wide, this wide).
+STRIP_CELL = 8
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,54 @@ def grid_shape(channels: int) -> tuple[int, int]:
     return cols, math.ceil(channels / cols)
 
 
+@dataclass(frozen=True)
+class Layout:
+    """How a layer's maps become a mosaic: a ``cols`` x ``rows`` grid, maps
+    mean-pooled by ``factor``, then enlarged (nearest) ``up = (up_h, up_w)`` times."""
+
+    cols: int
+    rows: int
+    factor: int
+    up: tuple[int, int] = (1, 1)
+
+
+def mosaic_layout(
+    h: int, w: int, c: int, *, sep: int = 1, max_size: int | None = DEFAULT_MAX_SIZE
+) -> Layout:
+    """The :class:`Layout` of ``c`` maps of ``h`` x ``w`` px in a mosaic at most ``max_size`` px.
+
+    Maps taller than one pixel get the near-square grid of :func:`grid_shape`,
+    pooled until the image fits. Maps one pixel tall are *strips* (a 1-D
+    output, one row per channel: a channels x positions heatmap) or, when also
+    one pixel wide, *points* (a dense output); they are drawn
+    :data:`STRIP_CELL` px tall (less if the image would not fit), in as
+    many columns as keep the image near-square; only the width of strips is pooled.
+
+    Example:
+
+    >>> mosaic_layout(1, 254, 6)     # Conv1D output (N, 254, 6): one column of 8 px strips
+    Layout(cols=1, rows=6, factor=1, up=(8, 1))
+    """
+    cols, rows = grid_shape(c)
+    cap = max_size if max_size is not None and max_size > 0 else None
+    if h > 1:
+        return Layout(cols, rows, shrink_factor(h, w, cols, rows, sep, max_size))
+    up = STRIP_CELL
+    if w <= 1:
+        while up > 1 and cap is not None and max(cols, rows) * (up + sep) - sep > cap:
+            up -= 1
+        return Layout(cols, rows, 1, (up, up))
+    cols = round(math.sqrt(c * (up + sep) / (w + sep)))
+    if cap is not None:
+        # At least one pixel per strip must fit the height: enough columns.
+        cols = max(cols, math.ceil(c / max(1, (cap + sep) // (1 + sep))))
+    cols = min(max(cols, 1), c)
+    rows = math.ceil(c / cols)
+    while up > 1 and cap is not None and rows * (up + sep) - sep > cap:
+        up -= 1
+    return Layout(cols, rows, shrink_factor(1, w, cols, rows, sep, max_size), (up, 1))
+
+
 def value_range(acts: np.ndarray, normalize: str = "layer") -> tuple[np.ndarray, np.ndarray]:
     """The ``(lo, hi)`` colour scale of ``acts`` ``(N, H, W, C)``.
 
@@ -108,9 +160,13 @@ def to_levels(acts: np.ndarray, lo: np.ndarray | float, hi: np.ndarray | float) 
     colormap's low end: black in ``magma`` and ``gray``.
     """
     lo = np.asarray(lo, np.float32)
-    hi = np.asarray(hi, np.float32)
-    span = hi - lo
-    scale = np.where(span > 0, (LEVELS - 1) / np.where(span > 0, span, 1.0), 0.0).astype(np.float32)
+    # The span in float64: hi - lo can overflow float32 (e.g. -3e38..3e38).
+    span = np.asarray(hi, np.float64) - lo
+    scale = np.where(span > 0, (LEVELS - 1) / np.where(span > 0, span, 1.0), 0.0)
+    if scale.max(initial=0.0) <= np.finfo(np.float32).max:
+        scale = scale.astype(np.float32)
+    else:  # a subnormal span: 253 / span needs float64, and so does this (rare) map
+        acts = np.asarray(acts, np.float64)
     with np.errstate(invalid="ignore", over="ignore"):
         scaled = (acts - lo) * scale
         np.clip(scaled, 0, LEVELS - 1, out=scaled)
@@ -126,10 +182,11 @@ def pool(acts: np.ndarray, factor: int) -> np.ndarray:
     if factor <= 1:
         return acts
     n, h, w, c = acts.shape
-    hp, wp = math.ceil(h / factor) * factor, math.ceil(w / factor) * factor
+    fh = 1 if h == 1 else factor  # a strip stays one row (no padded copies of it)
+    hp, wp = math.ceil(h / fh) * fh, math.ceil(w / factor) * factor
     if (hp, wp) != (h, w):
         acts = np.pad(acts, ((0, 0), (0, hp - h), (0, wp - w), (0, 0)), mode="edge")
-    return acts.reshape(n, hp // factor, factor, wp // factor, factor, c).mean(
+    return acts.reshape(n, hp // fh, fh, wp // factor, factor, c).mean(
         axis=(2, 4), dtype=np.float32
     )
 
@@ -160,27 +217,53 @@ def tile(cells: np.ndarray, cols: int, sep: int = 1) -> np.ndarray:
     return out[:, : rows * (h + sep) - sep, : cols * (w + sep) - sep]
 
 
-def mosaic_levels(levels: np.ndarray, *, sep: int = 1) -> tuple[np.ndarray, Grid]:
-    """Tile every channel of levels ``(N, H, W, C)`` in a near-square grid.
+def mosaic_levels(
+    levels: np.ndarray, *, sep: int = 1, layout: Layout | None = None
+) -> tuple[np.ndarray, Grid]:
+    """Tile every channel of levels ``(N, H, W, C)`` in a grid.
+
+    Args:
+        levels: uint8 palette indices, already pooled by ``layout.factor``.
+        sep: Separator width in px. Defaults to 1.
+        layout: Grid and enlargement. Defaults to :func:`mosaic_layout` of
+            ``levels`` without a size cap: the near-square grid, or strips
+            :data:`STRIP_CELL` px tall for maps one pixel tall.
 
     Returns:
         ``(images, grid)``: uint8 ``(N, grid.height, grid.width)`` palette indices.
     """
     _n, h, w, c = levels.shape
-    cols, rows = grid_shape(c)
+    if layout is None:
+        layout = mosaic_layout(h, w, c, sep=sep, max_size=None)
     cells = levels.transpose(0, 3, 1, 2)
-    return tile(cells, cols, sep), Grid(cols=cols, rows=rows, cell_h=h, cell_w=w, sep=sep)
+    up_h, up_w = layout.up
+    if up_h > 1:
+        cells = cells.repeat(up_h, axis=2)
+    if up_w > 1:
+        cells = cells.repeat(up_w, axis=3)
+    grid = Grid(cols=layout.cols, rows=layout.rows, cell_h=h * up_h, cell_w=w * up_w, sep=sep)
+    return tile(cells, layout.cols, sep), grid
 
 
 def topk_levels(
     levels: np.ndarray, channels: np.ndarray, *, sep: int = 1, min_cell: int = TOPK_MIN_CELL
 ) -> np.ndarray:
-    """One strip per probe of the ``channels`` ``(N, k)`` maps, enlarged to at least ``min_cell`` px."""
+    """One strip per probe of the ``channels`` ``(N, k)`` maps, enlarged to at least ``min_cell`` px.
+
+    Maps one pixel tall (1-D outputs) are also made at least :data:`STRIP_CELL` px tall.
+
+    Returns:
+        uint8 ``(N, h * up_h, k * (w * up + sep) - sep)`` with ``up = ceil(min_cell / max(h, w))``
+        (at least 1) and ``up_h = max(up, STRIP_CELL)`` for ``h == 1``, else ``up``.
+    """
     _n, h, w, _ = levels.shape
     picked = np.take_along_axis(levels, channels[:, None, None, :], axis=3).transpose(0, 3, 1, 2)
     up = max(1, math.ceil(min_cell / max(h, w)))
+    up_h = max(up, STRIP_CELL) if h == 1 else up
+    if up_h > 1:
+        picked = picked.repeat(up_h, axis=2)
     if up > 1:
-        picked = picked.repeat(up, axis=2).repeat(up, axis=3)
+        picked = picked.repeat(up, axis=3)
     return tile(picked, cols=channels.shape[1], sep=sep)
 
 
@@ -191,9 +274,10 @@ def colorize(levels: np.ndarray, colormap: str = "magma") -> np.ndarray:
 
 def _unit(m: np.ndarray) -> np.ndarray:
     """Scale a map to [0, 1] by its own finite range; constant or non-finite maps become 0."""
-    m = np.where(np.isfinite(m), m, np.nan)
+    # float64: the range of float32 values can overflow float32 (-3e38..3e38).
+    m = np.where(np.isfinite(m), m, np.nan).astype(np.float64)
     if np.isnan(m).all():
-        return np.zeros_like(m, dtype=np.float32)
+        return np.zeros(m.shape, dtype=np.float32)
     lo, hi = np.nanmin(m), np.nanmax(m)
     out = (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
     return np.nan_to_num(out, nan=0.0).astype(np.float32)
@@ -250,7 +334,12 @@ def overlay_pair(
     """
     strongest = overlay(image, maps[..., channel], colormap=colormap, alpha=alpha)
     finite = np.where(np.isfinite(maps), maps, 0.0)
-    mean = overlay(image, finite.mean(axis=-1), colormap=colormap, alpha=alpha)
+    with np.errstate(over="ignore"):
+        mean_map = finite.mean(axis=-1)
+    if not np.isfinite(mean_map).all():
+        # The float32 sum of huge finite values overflowed: redo this probe in float64.
+        mean_map = finite.mean(axis=-1, dtype=np.float64)
+    mean = overlay(image, mean_map, colormap=colormap, alpha=alpha)
     h, w, _ = image.shape
     out = np.empty((h, 2 * w + sep, 3), np.uint8)
     out[:, :w] = strongest
@@ -269,8 +358,16 @@ def render_mosaic(
 ) -> np.ndarray:
     """RGB mosaic of every channel: uint8 ``(rows*(h+sep)-sep, cols*(w+sep)-sep, 3)``.
 
+    ``cols``, ``rows`` and the cell size ``h`` x ``w`` are those of
+    :func:`mosaic_layout`: for maps taller than one pixel, the near-square
+    grid of :func:`grid_shape` and the maps mean-pooled to fit ``max_size``;
+    maps one pixel tall (1-D and dense outputs) are drawn as strips
+    :data:`STRIP_CELL` px tall. The long side exceeds ``max_size`` only when
+    even one pixel per channel does not fit.
+
     Args:
-        acts: ``(H, W, C)`` for one probe, or ``(N, H, W, C)`` (then the result has a leading ``N``).
+        acts: ``(H, W, C)`` for one probe, or ``(N, H, W, C)`` (then the result
+            has a leading ``N``); any real dtype, computed as float32.
         colormap: See :func:`tb_activations.colormaps.palette`. Defaults to ``"magma"``.
         normalize: ``"layer"`` or ``"channel"``. Defaults to ``"layer"``.
         sep: Separator width in px. Defaults to 1.
@@ -284,9 +381,9 @@ def render_mosaic(
     acts, single = _batch(acts)
     lo, hi = value_range(acts, normalize)
     _, h, w, c = acts.shape
-    cols, rows = grid_shape(c)
-    acts = pool(acts, shrink_factor(h, w, cols, rows, sep, max_size))
-    images, _ = mosaic_levels(to_levels(acts, lo, hi), sep=sep)
+    layout = mosaic_layout(h, w, c, sep=sep, max_size=max_size)
+    acts = pool(acts, layout.factor)
+    images, _ = mosaic_levels(to_levels(acts, lo, hi), sep=sep, layout=layout)
     rgb = colorize(images, colormap)
     return rgb[0] if single else rgb
 
@@ -303,7 +400,9 @@ def render_topk(
     """RGB strip of the ``k`` strongest channels and their indices.
 
     Returns:
-        ``(image, channels)``: uint8 ``(N?, h', k*(w'+sep)-sep, 3)`` and int ``(N?, k)``.
+        ``(image, channels)``: uint8 ``(N?, h', k'*(w'+sep)-sep, 3)`` and int
+        ``(N?, k')``, ``k' = min(k, C)``, with the cell size ``h'`` x ``w'`` of
+        :func:`topk_levels` (no size cap here; the logger subsamples to its cap).
     """
     from tb_activations.stats import channel_stats, top_channels
 
@@ -316,10 +415,23 @@ def render_topk(
 
 def _batch(acts: np.ndarray) -> tuple[np.ndarray, bool]:
     acts = np.asarray(acts)
-    if acts.ndim == 3:
-        return acts[None].astype(np.float32, copy=False), True
+    if acts.dtype.kind not in "biuf":
+        raise ValueError(
+            "Expected activations of a real number dtype (float, int or bool). "
+            f"Received dtype: {acts.dtype}"
+        )
+    single = acts.ndim == 3
+    if single:
+        acts = acts[None]
     if acts.ndim != 4:
         raise ValueError(
             f"Expected activations of shape (H, W, C) or (N, H, W, C). Received shape: {acts.shape}"
         )
-    return acts.astype(np.float32, copy=False), False
+    if 0 in acts.shape:
+        raise ValueError(
+            f"Expected activations with at least one probe, row, column and channel. "
+            f"Received shape: {acts.shape}"
+        )
+    # float64 values beyond float32's range become +-Inf, drawn in the NaN/Inf colour.
+    with np.errstate(over="ignore"):
+        return acts.astype(np.float32, copy=False), single

@@ -6,7 +6,10 @@ from hypothesis.extra.numpy import arrays
 
 from tb_activations.colormaps import BACKGROUND_INDEX, LEVELS, NAN_INDEX, palette
 from tb_activations.render import (
+    STRIP_CELL,
+    TOPK_MIN_CELL,
     grid_shape,
+    mosaic_layout,
     mosaic_levels,
     overlay,
     overlay_pair,
@@ -16,6 +19,10 @@ from tb_activations.render import (
     to_levels,
     value_range,
 )
+from tb_activations.stats import RANK_BY
+
+# Any value, NaN and overflow included, must render without a warning.
+pytestmark = pytest.mark.filterwarnings("error")
 
 
 @pytest.mark.parametrize("channels", [1, 3, 5, 64, 96])
@@ -121,18 +128,270 @@ def test_colormaps_come_from_matplotlib():
         palette("no_such_map")
 
 
+# ---------------------------------------------------------------------------
+# Property-based: any shape, any values -> a uint8 picture of the documented size.
+# ``PROPERTY_CASES`` counts the examples hypothesis generates (README figure).
+
+PROPERTY_CASES: dict[str, int] = {}
+
+ANY_FLOAT = st.floats(allow_nan=True, allow_infinity=True, width=32)
+FLOAT_DTYPES = st.sampled_from([np.float32, np.float64, np.float16])
+
+
+def _count(name: str) -> None:
+    PROPERTY_CASES[name] = PROPERTY_CASES.get(name, 0) + 1
+
+
+def _activations(max_side: int = 9, max_channels: int = 40, batch: bool = False):
+    lead = (st.integers(1, 3),) if batch else ()
+    return arrays(
+        dtype=FLOAT_DTYPES,
+        shape=st.tuples(
+            *lead, st.integers(1, max_side), st.integers(1, max_side), st.integers(1, max_channels)
+        ),
+        elements=st.floats(allow_nan=True, allow_infinity=True, width=16),
+    )
+
+
+def _expected_mosaic_size(h, w, c, sep=1, max_size=2048):
+    layout = mosaic_layout(h, w, c, sep=sep, max_size=max_size)
+    cell_h = -(-h // layout.factor) * layout.up[0] if h > 1 else layout.up[0]
+    cell_w = -(-w // layout.factor) * layout.up[1]
+    return layout.rows * (cell_h + sep) - sep, layout.cols * (cell_w + sep) - sep
+
+
+@settings(max_examples=60, deadline=None)
+@given(_activations(), st.sampled_from(["layer", "channel"]))
+def test_any_values_make_a_uint8_mosaic_of_the_documented_size(acts, normalize):
+    _count("mosaic")
+    h, w, c = acts.shape
+    img = render_mosaic(acts, normalize=normalize)
+    assert img.dtype == np.uint8
+    assert img.shape == (*_expected_mosaic_size(h, w, c), 3)
+    if h > 1:
+        cols, rows = grid_shape(c)
+        assert img.shape == (rows * (h + 1) - 1, cols * (w + 1) - 1, 3)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.integers(1, 300),
+    st.integers(1, 300),
+    st.integers(1, 3000),
+    st.integers(16, 600),
+    st.integers(0, 2),
+)
+def test_mosaic_layout_fits_max_size_whenever_one_pixel_per_channel_fits(h, w, c, max_size, sep):
+    _count("mosaic_layout")
+    layout = mosaic_layout(h, w, c, sep=sep, max_size=max_size)
+    assert layout.cols * layout.rows >= c and layout.cols * (layout.rows - 1) < c
+    height, width = _expected_mosaic_size(h, w, c, sep, max_size)
+    # One pixel per channel plus separators is the floor; below it, the cap gives way.
+    floor_h = (1 + sep) * layout.rows - sep
+    floor_w = (1 + sep) * layout.cols - sep
+    if max(floor_h, floor_w) <= max_size:
+        assert max(height, width) <= max_size, (layout, height, width)
+    if h > 1:
+        assert (layout.cols, layout.rows) == grid_shape(c)
+    elif w > 1:
+        assert layout.up[1] == 1 and layout.up[0] >= 1  # strips: only taller, never wider
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    arrays(
+        dtype=np.float32,
+        shape=st.tuples(st.integers(1, 40), st.integers(1, 40), st.integers(1, 70)),
+        elements=st.floats(-1e6, 1e6),
+    ),
+    st.sampled_from([16, 33, 64, 100]),
+)
+def test_render_mosaic_respects_max_size_and_pools_cells(acts, max_size):
+    _count("mosaic_max_size")
+    h, w, c = acts.shape
+    img = render_mosaic(acts, max_size=max_size)
+    assert img.dtype == np.uint8
+    assert img.shape[:2] == _expected_mosaic_size(h, w, c, max_size=max_size)
+    layout = mosaic_layout(h, w, c, max_size=max_size)
+    floor = max(layout.rows * 2 - 1, layout.cols * 2 - 1)
+    if floor <= max_size:
+        assert max(img.shape[:2]) <= max_size
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    _activations(batch=True),
+    st.integers(1, 50),
+    st.sampled_from(RANK_BY),
+    st.sampled_from(["layer", "channel"]),
+)
+def test_any_values_make_a_topk_strip_of_the_documented_size(acts, k, rank_by, normalize):
+    _count("topk")
+    n, h, w, c = acts.shape
+    img, channels = render_topk(acts, k, rank_by=rank_by, normalize=normalize)
+    kk = min(k, c)
+    up = max(1, -(-TOPK_MIN_CELL // max(h, w)))
+    up_h = max(up, STRIP_CELL) if h == 1 else up
+    assert img.dtype == np.uint8
+    assert img.shape == (n, h * up_h, kk * (w * up + 1) - 1, 3)
+    assert channels.shape == (n, kk)
+    for row in channels:
+        assert len(set(row.tolist())) == kk and all(0 <= ch < c for ch in row)
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     arrays(
-        dtype=st.sampled_from([np.float32, np.float64, np.float16]),
-        shape=st.tuples(st.integers(1, 9), st.integers(1, 9), st.integers(1, 40)),
-        elements=st.floats(allow_nan=True, allow_infinity=True, width=16),
+        dtype=np.float32,
+        shape=st.tuples(st.integers(1, 6), st.integers(1, 6), st.integers(1, 5)),
+        elements=ANY_FLOAT,
+    ),
+    st.one_of(
+        st.tuples(
+            st.floats(width=32, allow_nan=False, allow_infinity=False),
+            st.floats(width=32, allow_nan=False, allow_infinity=False),
+        ),
+        st.just(None),
+    ),
+)
+def test_to_levels_maps_any_value_to_a_level_or_the_nan_index(acts, scale):
+    _count("to_levels")
+    if scale is None:  # per-channel scales from the data
+        lo, hi = value_range(acts[None], "channel")
+        levels = to_levels(acts, lo, hi)
+    else:
+        lo, hi = min(scale), max(scale)
+        levels = to_levels(acts, lo, hi)
+    assert levels.dtype == np.uint8 and levels.shape == acts.shape
+    bad = ~np.isfinite(acts)
+    assert (levels[bad] == NAN_INDEX).all()
+    assert (levels[~bad] < LEVELS).all()
+    # Monotone within a channel: a larger value never gets a lower level.
+    for ch in range(acts.shape[-1]):
+        values, lev = acts[..., ch][~bad[..., ch]], levels[..., ch][~bad[..., ch]]
+        order = np.argsort(values, kind="stable")
+        assert (np.diff(lev[order].astype(int)) >= 0).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    arrays(
+        dtype=np.float32,
+        shape=st.tuples(st.integers(1, 4), st.integers(1, 5), st.integers(1, 5), st.integers(1, 6)),
+        elements=ANY_FLOAT,
     ),
     st.sampled_from(["layer", "channel"]),
 )
-def test_any_values_make_a_uint8_mosaic_of_the_documented_size(acts, normalize):
-    h, w, c = acts.shape
-    cols, rows = grid_shape(c)
-    img = render_mosaic(acts, normalize=normalize)
-    assert img.dtype == np.uint8
-    assert img.shape == (rows * (h + 1) - 1, cols * (w + 1) - 1, 3)
+def test_value_range_is_finite_and_ordered(acts, normalize):
+    _count("value_range")
+    lo, hi = value_range(acts, normalize)
+    assert np.isfinite(lo).all() and np.isfinite(hi).all() and (lo <= hi).all()
+    if normalize == "layer":
+        assert np.ndim(lo) == 0 and lo <= 0
+    else:
+        assert lo.shape == hi.shape == (acts.shape[-1],)
+    finite = acts[np.isfinite(acts)]
+    if normalize == "layer" and finite.size:
+        assert lo <= finite.min() and hi == finite.max()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.tuples(st.integers(1, 40), st.integers(1, 40)),
+    arrays(
+        dtype=FLOAT_DTYPES,
+        shape=st.tuples(st.integers(1, 12), st.integers(1, 12)),
+        elements=st.floats(allow_nan=True, allow_infinity=True, width=16),
+    ),
+    st.floats(0.0, 1.0),
+)
+def test_any_heatmap_makes_an_overlay_of_the_image_size(size, heat, alpha):
+    _count("overlay")
+    image = np.full((*size, 3), 77, np.uint8)
+    out = overlay(image, heat, alpha=alpha)
+    assert out.dtype == np.uint8 and out.shape == (*size, 3)
+    if alpha == 0.0:
+        assert (out == 77).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.tuples(st.integers(1, 30), st.integers(1, 30)),
+    arrays(
+        dtype=np.float32,
+        shape=st.tuples(st.integers(1, 8), st.integers(1, 8), st.integers(1, 9)),
+        elements=ANY_FLOAT,
+    ),
+    st.data(),
+)
+def test_any_maps_make_an_overlay_pair_of_the_documented_size(size, maps, data):
+    _count("overlay_pair")
+    channel = data.draw(st.integers(0, maps.shape[-1] - 1))
+    image = np.zeros((*size, 3), np.uint8)
+    pair = overlay_pair(image, maps, channel)
+    assert pair.dtype == np.uint8 and pair.shape == (size[0], 2 * size[1] + 1, 3)
+
+
+def test_huge_spans_keep_their_levels():
+    # -3e38..3e38 overflows a float32 span; 0 must still land mid-scale.
+    a = np.array([-3e38, 0.0, 3e38], np.float32).reshape(1, 1, 3, 1)
+    assert to_levels(a, *value_range(a)).ravel().tolist() == [0, 126, LEVELS - 1]
+    tiny = np.array([0.0, 1e-45], np.float32).reshape(1, 1, 2, 1)  # a subnormal span
+    assert to_levels(tiny, *value_range(tiny)).ravel().tolist() == [0, LEVELS - 1]
+    image = np.zeros((2, 2, 3), np.uint8)
+    out = overlay(
+        image, np.array([[-3e38, 3e38], [0.0, 0.0]], np.float32), colormap="gray", alpha=1.0
+    )
+    assert out[0, 0, 0] == 0 and out[0, 1, 0] == 255 and 120 < out[1, 0, 0] < 135
+    pair = overlay_pair(image, np.full((2, 2, 4), 3e38, np.float32), 0, colormap="gray", alpha=1.0)
+    assert pair.dtype == np.uint8  # the mean of huge values is taken in float64
+
+
+def test_strips_and_points_are_drawn_tall_enough_to_see():
+    # Conv1D output (N, L, C) arrives as (N, 1, L, C): one column of 8 px strips.
+    strips = np.broadcast_to(np.arange(6, dtype=np.float32), (1, 254, 6))
+    img = render_mosaic(strips, colormap="gray")
+    assert img.shape == (6 * (STRIP_CELL + 1) - 1, 254, 3)
+    for c in range(6):
+        cell = img[c * (STRIP_CELL + 1) : c * (STRIP_CELL + 1) + STRIP_CELL, :, 0]
+        assert (cell == cell[0, 0]).all() and cell.shape == (STRIP_CELL, 254)
+    assert (img[STRIP_CELL, :] == 255).all()  # separator
+    # Dense output (N, C) arrives as (N, 1, 1, C): 8 x 8 px points in a near-square grid.
+    points = render_mosaic(np.arange(5, dtype=np.float32).reshape(1, 1, 5))
+    assert points.shape == (2 * 9 - 1, 3 * 9 - 1, 3)
+    strip, _ = render_topk(strips, 3)
+    assert strip.shape == (STRIP_CELL, 3 * 255 - 1, 3)
+
+
+@pytest.mark.parametrize(
+    ("acts", "match"),
+    [
+        (np.zeros((4, 4, 0), np.float32), "at least one"),
+        (np.zeros((0, 4, 4, 2), np.float32), "at least one"),
+        (np.zeros((4, 0, 2), np.float32), "at least one"),
+        (np.zeros((4, 4), np.float32), "shape"),
+        (np.zeros((2, 2, 2), np.complex64), "real number dtype"),
+        (np.array([[["a"]]]), "real number dtype"),
+    ],
+)
+def test_render_refuses_empty_or_non_numeric_activations_clearly(acts, match):
+    with pytest.raises(ValueError, match=match):
+        render_mosaic(acts)
+    with pytest.raises(ValueError, match=match):
+        render_topk(acts)
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.uint8, np.bool_, np.int64, np.float16, np.float64])
+def test_integer_and_boolean_maps_render_like_their_float32_values(dtype):
+    acts = (
+        (np.arange(2 * 3 * 4).reshape(2, 3, 4) % 3 == 0)
+        if dtype is np.bool_
+        else np.arange(2 * 3 * 4).reshape(2, 3, 4) % 7
+    )
+    acts = acts.astype(dtype)
+    np.testing.assert_array_equal(render_mosaic(acts), render_mosaic(acts.astype(np.float32)))
+
+
+def test_property_cases_are_counted():
+    # Runs after the property tests of this module (file order): the README figure.
+    print(f"property-based cases: {PROPERTY_CASES}, total {sum(PROPERTY_CASES.values())}")
