@@ -253,6 +253,20 @@ class Diagnostics:
         self.history: deque[tuple[int, np.ndarray]] = deque(maxlen=HEATMAP_STEPS)
         self._warned_output = False
 
+    def checkpoint(self) -> tuple:
+        """A cheap snapshot of the state :meth:`values` changes, for :meth:`rollback`."""
+        tracker = self.tracker.checkpoint() if self.tracker is not None else None
+        return tracker, list(self.history), self._warned_output
+
+    def rollback(self, checkpoint: tuple) -> None:
+        """Undo :meth:`values` calls since ``checkpoint``: their step was not written."""
+        tracker, history, warned = checkpoint
+        if self.tracker is not None:
+            self.tracker.rollback(tracker)
+        self.history.clear()
+        self.history.extend(history)
+        self._warned_output = warned
+
     def pin(self, acts: dict[str, np.ndarray]) -> None:
         """Pin ``acts`` (one array per layer) as the drift reference."""
         if self.tracker is not None:

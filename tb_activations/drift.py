@@ -39,7 +39,8 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -393,3 +394,11 @@ class DriftTracker:
     def nbytes(self) -> int:
         """Bytes held in cached arrays, over all layers (the documented memory bound)."""
         return sum(s.nbytes() for s in self._layers.values())
+
+    def checkpoint(self) -> dict[str, Any]:
+        """A cheap snapshot of the cached steps, for :meth:`rollback` (arrays are shared, never mutated)."""
+        return {layer: replace(state) for layer, state in self._layers.items()}
+
+    def rollback(self, checkpoint: dict[str, Any]) -> None:
+        """Forget every :meth:`update` and :meth:`pin` since ``checkpoint`` (a step that was not written)."""
+        self._layers = dict(checkpoint)

@@ -200,6 +200,7 @@ class ActivationLogger:
                 f"Invalid value for argument `run_name`. Expected a relative folder name. Received: run_name={run_name!r}"
             )
         palette(colormap)  # fail now on an unknown colormap, not at the first log()
+        _check_log_dir(os.path.join(os.fspath(log_dir), run_name))
 
         if not isinstance(probes, Probes):
             probes = Probes(probes)
@@ -316,22 +317,51 @@ class ActivationLogger:
         if self._closed:
             raise RuntimeError("This ActivationLogger is closed; create a new one to log again.")
         start = time.perf_counter()
-        # One forward pass: the model output (for predictions) comes with the activations.
-        acts, output = self.extractor.run(self.probes.inputs)
-        records, values = self._render_all(acts, int(step))
-        values.extend(self._diagnostics.values(acts, output, records, int(step)))
-        if not self._probes_written:
-            values.append(self._probe_images())
-        values.append(
-            scalar_value(
-                metadata.LOG_SECONDS_TAG,
-                time.perf_counter() - start,
-                description="Wall time of one `log()` call, in seconds.",
+        # A failed log() leaves no trace: the drift and fixed-scale state go back
+        # to the last written step, and a failed write gets a fresh event file.
+        checkpoint = self._diagnostics.checkpoint(), dict(self._fixed_scales)
+        try:
+            # One forward pass: the model output (for predictions) comes with the activations.
+            acts, output = self.extractor.run(self.probes.inputs)
+            records, values = self._render_all(acts, int(step))
+            values.extend(self._diagnostics.values(acts, output, records, int(step)))
+            if not self._probes_written:
+                values.append(self._probe_images())
+            values.append(
+                scalar_value(
+                    metadata.LOG_SECONDS_TAG,
+                    time.perf_counter() - start,
+                    description="Wall time of one `log()` call, in seconds.",
+                )
             )
-        )
-        self._writer.write(int(step), values)
+        except BaseException:
+            self._diagnostics.rollback(checkpoint[0])
+            self._fixed_scales = checkpoint[1]
+            raise
+        try:
+            self._writer.write(int(step), values)
+        except BaseException as err:
+            self._diagnostics.rollback(checkpoint[0])
+            self._fixed_scales = checkpoint[1]
+            self._abandon_event_file()
+            if isinstance(err, OSError) or type(err).__module__.startswith("tensorflow"):
+                raise OSError(
+                    f"Cannot write the TensorBoard events of step {step} under {self.run_dir!r}: "
+                    f"{err}. Steps written before are intact; the next log() starts a new event file."
+                ) from err
+            raise
         self._probes_written = True
         return records
+
+    def _abandon_event_file(self) -> None:
+        """Close the event file after a failed write: later steps go to a new file, so a
+        partial record at the end of this one hides nothing written after it."""
+        import contextlib
+
+        # Already failing: the write's error is the one raised, not the close's.
+        with contextlib.suppress(Exception):
+            self._writer.close()
+        self._writer = SummaryWriter(self.run_dir)
 
     def _probe_images(self):
         """The probes' display images, written once per logger, for the dashboard's overlays."""
@@ -471,7 +501,8 @@ class ActivationLogger:
 
     def _layer_values(self, record: LayerRecord, a: np.ndarray) -> list:
         info, stats = record.info, record.stats
-        finite_mean = float(np.mean(stats.mean)) if stats.mean.size else 0.0
+        # float64: the float32 mean of huge (finite) channel means can overflow.
+        finite_mean = float(np.mean(stats.mean, dtype=np.float64)) if stats.mean.size else 0.0
         content = metadata.create_layer_content(
             layer=info.path,
             index=info.index,
@@ -528,9 +559,42 @@ class ActivationLogger:
         for i, name in enumerate(self.probes.names):
             chans = ", ".join(f"#{int(ch)} ({stat[i, ch]:.3g})" for ch in top[i])
             lines.append(f"- {name}: {chans}")
+        if shape[0] == 1 and "overlay" in self.views:
+            lines += [
+                "",
+                "No overlay: the output is one pixel tall (a 1-D or dense output), with no "
+                "spatial extent to lay over the probe image.",
+            ]
         if stats.nonfinite_count:
             lines += ["", f"{stats.nonfinite_count} NaN/Inf values, shown in magenta."]
         return "\n".join(lines)
+
+
+def _check_log_dir(run_dir: str) -> None:
+    """Raise a clear ``ValueError`` now if ``run_dir`` can never be created or written.
+
+    Local paths only (``gs://``, ``s3://``... are left to the writer); touches nothing on disk.
+    """
+    if "://" in run_dir:
+        return
+    path = os.path.abspath(run_dir)
+    while not os.path.lexists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            return
+        path = parent
+    if not os.path.isdir(path):
+        what = "the run directory" if path == os.path.abspath(run_dir) else "a parent"
+        raise ValueError(
+            f"Invalid value for argument `log_dir`: cannot write events to {run_dir!r}, "
+            f"because {what} {path!r} is a file, not a directory. Pass a directory path "
+            "(it is created if missing)."
+        )
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"Invalid value for argument `log_dir`: cannot write events to {run_dir!r}: "
+            f"directory {path!r} is not writable by this process."
+        )
 
 
 def _cap(levels: np.ndarray, max_size: int) -> np.ndarray:
