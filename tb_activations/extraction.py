@@ -43,7 +43,22 @@ def check_probe_shape(model: Any, probe_shape: tuple[int, ...]) -> None:
     if not ok:
         shown = tuple("None" if e is None else e for e in expected)
         hint = ""
-        if len(expected) == 3 and expected[0] is not None and expected[1] is not None:
+        if len(expected) != 3:
+            hint = (
+                " tb_activations feeds batches of images (N, H, W, C): the model's input must be "
+                "an image (H, W, C); 1-D convolutions and dense layers are shown when they "
+                "follow an image input."
+            )
+        elif len(probe_shape) == 3 and expected[2] is not None and probe_shape[2] != expected[2]:
+            hint = (
+                f" The probes have {probe_shape[2]} channels and the model wants {expected[2]}: "
+                + (
+                    "load them with color_mode='grayscale'."
+                    if expected[2] == 1
+                    else "load them with color_mode='rgb', or give the images that many channels."
+                )
+            )
+        elif expected[0] is not None and expected[1] is not None:
             hint = (
                 f" Resize them: Probes.from_files(..., target_size=({expected[0]}, {expected[1]})), "
                 f"probes.resized(({expected[0]}, {expected[1]})), or resize_probes=True."

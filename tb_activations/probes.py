@@ -19,20 +19,28 @@ Preprocess = Callable[[np.ndarray], Any]
 
 
 def _to_display(images: np.ndarray) -> np.ndarray:
-    """uint8 RGB ``(N, H, W, 3)`` of uint8 or [0, 1] float images (1, 3 or 4 channels)."""
+    """uint8 RGB ``(N, H, W, 3)`` of uint8, int, bool or float images (1, 3 or 4 channels).
+
+    Floats are read as [0, 1], or as [0, 255] when a finite value exceeds 1
+    (``keras.utils.img_to_array`` gives 0..255 floats); values outside are
+    clipped and NaN shows black.
+    """
     if images.dtype == np.uint8:
         display = images
     elif np.issubdtype(images.dtype, np.floating):
-        finite = np.nan_to_num(images.astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0)
-        display = np.clip(np.rint(finite * 255.0), 0, 255).astype(np.uint8)
+        with np.errstate(over="ignore"):
+            finite = np.nan_to_num(images.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        scale = 1.0 if finite.size and finite.max() > 1.0 else 255.0
+        display = np.clip(np.rint(finite * scale), 0, 255).astype(np.uint8)
+        display[np.isposinf(images)] = 255
     elif images.dtype == np.bool_:
         display = images.astype(np.uint8) * 255
     elif np.issubdtype(images.dtype, np.integer):
         display = np.clip(images, 0, 255).astype(np.uint8)
     else:
         raise ValueError(
-            "Invalid value for argument `images`. Expected uint8 or float values in [0, 1]. "
-            f"Received dtype: {images.dtype}"
+            "Invalid value for argument `images`. Expected uint8, int, bool or float pixel "
+            f"values. Received dtype: {images.dtype}"
         )
     channels = display.shape[-1]
     if channels == 1:
@@ -77,7 +85,19 @@ class Probes:
         names: Sequence[str] | None = None,
         labels: Sequence[Any] | None = None,
     ) -> None:
-        images = np.asarray(images)
+        try:
+            images = np.asarray(images)
+        except ValueError as err:  # ragged nested lists
+            raise ValueError(
+                "Invalid value for argument `images`. Expected an array of shape (N, H, W, C) "
+                f"(all images of one size). Received a ragged {type(images).__name__}: {err}"
+            ) from None
+        if images.dtype.kind not in "biuf":
+            raise ValueError(
+                "Invalid value for argument `images`. Expected uint8, int, bool or float pixel "
+                f"values of shape (N, H, W, C). Received dtype {images.dtype} "
+                f"({type(images).__name__} {np.shape(images)})"
+            )
         if images.ndim == 2:
             images = images[None, ..., None]
         elif images.ndim == 3 and images.shape[-1] not in (1, 3, 4):
