@@ -39,7 +39,21 @@ class ActivationCallback(keras.callbacks.Callback):
 
     The extractor is built once, at ``on_train_begin``. Logging runs in
     inference mode and never changes weights, metrics or history. If a log
-    fails, the callback warns and training goes on.
+    fails, the callback warns and training goes on. Every log is flushed to
+    disk as one event, so a run stopped by an exception, ``KeyboardInterrupt``
+    or a killed process leaves event files complete up to its last log; the
+    event file is closed at ``on_train_end`` (and, if ``fit`` never got there,
+    when the logger is collected or the interpreter exits).
+
+    Under a ``tf.distribute`` strategy (``MirroredStrategy``,
+    ``MultiWorkerMirroredStrategy``) only the worker that should save
+    summaries, the chief (``strategy.extended.should_save_summary``), logs
+    and writes: the other workers build the same logger (so a bad option
+    fails everywhere alike) but never extract or open a file
+    (:attr:`writes` is ``False``). The extraction is a plain ``tf.function``
+    called outside ``strategy.run``: it reads the chief's local (first)
+    replica of the weights and runs no collective op, so no worker waits on
+    it beyond the chief's log time.
 
     Example:
 
@@ -87,6 +101,7 @@ class ActivationCallback(keras.callbacks.Callback):
         self.logger_kwargs = logger_kwargs
         self.logger = None
         self.failures = 0
+        self.writes = True  # False on non-chief workers, set at on_train_begin
         # Check the options now (a typo should fail at construction, not after an epoch).
         from tb_activations.logger import ActivationLogger
 
@@ -111,9 +126,10 @@ class ActivationCallback(keras.callbacks.Callback):
                 self.model, self.probes, self.log_dir, layers=self.layers, **self.logger_kwargs
             )
             self.logger.extractor  # noqa: B018  (build it now, outside the timed epochs)
+        self.writes = _should_write(self.model)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if epoch == self.pin_reference_at_epoch and self.logger is not None:
+        if epoch == self.pin_reference_at_epoch and self.logger is not None and self.writes:
             try:
                 self.logger.pin_reference()
             except Exception as err:  # never end the training run
@@ -128,7 +144,7 @@ class ActivationCallback(keras.callbacks.Callback):
             self._log(epoch)
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        if self.freq == "epoch":
+        if self.freq == "epoch" or not self.writes:
             return
         step = self._global_batch(batch)
         if step % self.freq == 0:
@@ -146,7 +162,7 @@ class ActivationCallback(keras.callbacks.Callback):
         return batch + 1
 
     def _log(self, step: int) -> None:
-        if self.logger is None:
+        if self.logger is None or not self.writes:
             return
         try:
             self.logger.log(step)
@@ -158,3 +174,15 @@ class ActivationCallback(keras.callbacks.Callback):
                 RuntimeWarning,
                 stacklevel=2,
             )
+
+
+def _should_write(model: Any) -> bool:
+    """Whether this process writes summaries: ``False`` on non-chief ``tf.distribute`` workers."""
+    strategy = getattr(model, "distribute_strategy", None)  # TensorFlow backend only
+    extended = getattr(strategy, "extended", None)
+    if extended is None:
+        return True
+    try:
+        return bool(extended.should_save_summary)
+    except (AttributeError, NotImplementedError):
+        return True

@@ -1,0 +1,212 @@
+"""Interrupted and resumed runs: what is on disk stays readable, steps continue, files close.
+
+A fit stopped by an exception, ``KeyboardInterrupt`` or a killed process
+never reaches ``on_train_end``; every log is one event flushed at once, so
+TensorBoard's own reader sees every finished log and nothing of the
+unfinished one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import subprocess
+import sys
+import textwrap
+import weakref
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from tb_activations import ActivationCallback, ActivationLogger, Probes
+from tests.conftest import read_run, small_cnn, steps_of
+
+ROOT = Path(__file__).parent.parent
+CORE = ("conv1/mosaic", "conv2/topk", "conv3/overlay", "conv1/channel_stats", "conv2/cka_first")
+
+
+def _data(n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, 16, 16, 3), dtype=np.float32)
+    y = (x[:, :8].mean(axis=(1, 2, 3)) > x[:, 8:].mean(axis=(1, 2, 3))).astype("int32")
+    return x, y
+
+
+def _model():
+    model = small_cnn(seed=1)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    return model
+
+
+class StopAt(keras.callbacks.Callback):
+    """Raises ``error`` after batch ``batch`` of epoch ``epoch`` (mid-epoch)."""
+
+    def __init__(self, epoch: int, batch: int, error: BaseException):
+        super().__init__()
+        self.epoch, self.batch, self.error, self.current = epoch, batch, error, -1
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.current = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.current, batch) == (self.epoch, self.batch):
+            raise self.error
+
+
+def _open_files() -> set[str]:
+    fds = Path("/proc/self/fd")
+    out = set()
+    for fd in fds.iterdir():
+        with contextlib.suppress(OSError):  # an fd closed while listing
+            out.add(os.readlink(fd))
+    return out
+
+
+def _event_files(run_dir: Path) -> list[Path]:
+    return sorted(run_dir.glob("events.out.tfevents.*"))
+
+
+def _assert_complete_steps(run_dir: Path, steps: list[int]) -> None:
+    acc = read_run(run_dir)
+    for tag in CORE:
+        assert steps_of(acc, tag) == steps, tag
+
+
+@pytest.mark.parametrize("error", [RuntimeError("boom"), KeyboardInterrupt()])
+def test_a_fit_stopped_mid_epoch_leaves_every_finished_log_readable(tmp_path, error):
+    x, y = _data()
+    cb = ActivationCallback(Probes(x[:4]), tmp_path, layers=["conv*"])
+    with pytest.raises(type(error)):
+        _model().fit(x, y, epochs=6, batch_size=16, verbose=0, callbacks=[cb, StopAt(3, 1, error)])
+    # on_train_end never ran: the file is still open, and already complete.
+    (path,) = _event_files(tmp_path / "activations")
+    assert str(path) in _open_files()
+    _assert_complete_steps(tmp_path / "activations", [0, 1, 2])
+
+
+@pytest.mark.parametrize("resume_with", ["same callback", "new callback"])
+def test_a_resumed_fit_continues_the_steps_without_duplicates(tmp_path, resume_with):
+    x, y = _data()
+    probes = Probes(x[:4])
+    model = _model()
+    cb = ActivationCallback(probes, tmp_path, layers=["conv*"])
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(
+            x,
+            y,
+            epochs=6,
+            batch_size=16,
+            verbose=0,
+            callbacks=[cb, StopAt(3, 1, KeyboardInterrupt())],
+        )
+    if resume_with == "new callback":  # as after a restart: a new logger, a new event file
+        cb = ActivationCallback(probes, tmp_path, layers=["conv*"])
+    model.fit(x, y, epochs=5, initial_epoch=3, batch_size=16, verbose=0, callbacks=[cb])
+    files = _event_files(tmp_path / "activations")
+    assert len(files) == (1 if resume_with == "same callback" else 2)
+    _assert_complete_steps(tmp_path / "activations", [0, 1, 2, 3, 4])
+    assert cb.failures == 0
+    assert str(files[-1]) not in _open_files()  # on_train_end closed it
+
+
+def test_a_killed_process_keeps_every_finished_log(tmp_path):
+    """SIGKILL in the middle of the fourth log(): no finalizer, no atexit, no flush on exit."""
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        import numpy as np
+        from tb_activations import ActivationCallback, ActivationLogger, Probes
+        from tests.conftest import small_cnn
+
+        render = ActivationLogger._render_all
+        def render_then_die(self, acts, step):
+            out = render(self, acts, step)
+            if step == 3:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return out
+        ActivationLogger._render_all = render_then_die
+
+        rng = np.random.default_rng(0)
+        x = rng.random((32, 16, 16, 3), dtype=np.float32)
+        y = rng.integers(0, 3, 32)
+        model = small_cnn(seed=1)
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        cb = ActivationCallback(Probes(x[:4]), {str(tmp_path)!r}, layers=["conv*"])
+        model.fit(x, y, epochs=6, batch_size=16, verbose=0, callbacks=[cb])
+        """
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, timeout=120
+    )
+    assert proc.returncode == -9, proc.stderr.decode()[-3000:]
+    _assert_complete_steps(tmp_path / "activations", [0, 1, 2])
+
+
+def test_an_event_file_cut_inside_its_last_record_reads_up_to_the_record_before(tmp_path):
+    """A crash during the write itself leaves a prefix of the last record on disk."""
+    x, _ = _data()
+    logger = ActivationLogger(_model(), Probes(x[:4]), tmp_path, layers=["conv*"])
+    sizes = []
+    for step in range(3):
+        logger.log(step)
+        sizes.append(os.path.getsize(logger._writer.path))
+    logger.close()
+    (path,) = _event_files(tmp_path / "activations")
+    whole = path.read_bytes()
+    for cut in (sizes[1] + 1, sizes[1] + 12, (sizes[1] + sizes[2]) // 2, sizes[2] - 1):
+        path.write_bytes(whole[:cut])
+        _assert_complete_steps(tmp_path / "activations", [0, 1])
+    path.write_bytes(whole)
+    _assert_complete_steps(tmp_path / "activations", [0, 1, 2])
+
+
+def test_an_unclosed_logger_is_not_kept_alive_and_closes_its_file_when_collected(tmp_path):
+    x, _ = _data()
+    logger = ActivationLogger(_model(), Probes(x[:4]), tmp_path, layers=["conv1"])
+    logger.log(0)
+    path, ref = logger._writer.path, weakref.ref(logger)
+    assert path in _open_files()
+    del logger
+    gc.collect()
+    assert ref() is None
+    assert path not in _open_files()
+    assert steps_of(read_run(tmp_path / "activations"), "conv1/mosaic") == [0]
+
+
+def test_interpreter_exit_closes_an_unclosed_event_file(tmp_path):
+    script = textwrap.dedent(
+        f"""
+        import tensorflow as tf
+        import numpy as np
+        from tb_activations import ActivationLogger, Probes
+        from tests.conftest import small_cnn
+
+        close = tf.io.TFRecordWriter.close
+        def reported_close(self):
+            print("event file closed", flush=True)
+            close(self)
+        tf.io.TFRecordWriter.close = reported_close
+
+        x = np.random.default_rng(0).random((4, 16, 16, 3), dtype=np.float32)
+        logger = ActivationLogger(small_cnn(), Probes(x), {str(tmp_path)!r}, layers=["conv1"])
+        logger.log(0)
+        assert logger._writer._finalizer.atexit and logger._writer._finalizer.alive
+        print("exiting", flush=True)
+        """
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        timeout=120,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["exiting", "event", "file", "closed"]
+    assert steps_of(read_run(tmp_path / "activations"), "conv1/mosaic") == [0]
