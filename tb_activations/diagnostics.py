@@ -59,9 +59,11 @@ def class_probabilities(output: np.ndarray) -> np.ndarray:
         return np.stack([1.0 - p, p], axis=1)
     if in_unit and np.allclose(out.sum(axis=1), 1.0, atol=1e-3):
         return out
-    z = out - np.nanmax(out, axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    # Shift by the finite max (a NaN/Inf row, e.g. a float16 overflow, stays NaN, silently).
+    top = np.where(np.isfinite(out), out, -np.inf).max(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", over="ignore"):
+        e = np.exp(out - np.where(np.isfinite(top), top, 0.0))
+        return e / e.sum(axis=1, keepdims=True)
 
 
 def label_index(label: Any, class_names: Sequence[str] | None) -> int:
