@@ -281,8 +281,12 @@ class Diagnostics:
         output: np.ndarray | None,
         records: dict[str, Any],
         step: int,
+        grams: dict[str, np.ndarray] | None = None,
     ) -> list:
-        """Summary values of this step: drift scalars, CKA heatmap, predictions, channel probes."""
+        """Summary values of this step: drift scalars, CKA heatmap, predictions, channel probes.
+
+        ``grams`` are the layers' ``X @ X.T`` when the extractor already reduced them.
+        """
         from tb_activations.summary import float_tensor_value, scalar_value, text_value
 
         values: list = []
@@ -297,6 +301,7 @@ class Diagnostics:
                     channel_means=record.stats.mean.mean(axis=0, dtype=np.float64),
                     top=record.top,
                     saturation=self.saturation[info.path],
+                    gram=None if grams is None else grams.get(info.path),
                 )
                 column[row] = result["cka_first"]
                 for name in metadata.DRIFT_SCALAR_SUFFIXES:

@@ -324,6 +324,7 @@ class DriftTracker:
         channel_means: np.ndarray | None = None,
         top: np.ndarray | None = None,
         saturation: str | None = None,
+        gram: np.ndarray | None = None,
     ) -> dict[str, float]:
         """Compare ``acts`` of ``layer`` now with the cached steps, then cache this step.
 
@@ -334,6 +335,10 @@ class DriftTracker:
             channel_means: ``(C,)`` mean of each channel over probes; computed if ``None``.
             top: int ``(N, k)`` top channels per probe now, or ``None`` to skip top-k overlap.
             saturation: A key of :data:`SATURATING` for saturating layers, else ``None``.
+            gram: The uncentred Gram ``X @ X.T`` ``(N, N)`` of the flattened maps
+                (non-finite values as 0), when already computed (the extractor
+                reduces it on the device); used only when the probes are the
+                samples (``positions=None``).
 
         Returns:
             ``{name: float}``: ``cka_first`` always; ``cka_previous``,
@@ -350,7 +355,10 @@ class DriftTracker:
         dead = np.asarray(dead, bool)
         channel_means = np.asarray(channel_means, np.float64)
         state = self._layers.get(layer)
-        gram, idx = self._centred(layer, a, state)
+        if gram is not None and self.positions is None:
+            gram, idx = center_gram(gram, debiased=self.debiased), None
+        else:
+            gram, idx = self._centred(layer, a, state)
         out: dict[str, float] = {}
         if state is None or state.first is None:
             if state is None:

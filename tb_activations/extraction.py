@@ -8,6 +8,7 @@ returning float32 channels-last arrays.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -138,11 +139,20 @@ class ActivationExtractor:
                 maps.append(tf.cast(outs[-1], tf.float32))
             return maps
 
+        def extract_with_summaries(x):
+            maps = extract(x)
+            n = len(self.layers)
+            summaries = [_device_summary(m) for m in maps[:n]]
+            return maps, [s[0] for s in summaries], [s[1] for s in summaries]
+
         spec = tf.TensorSpec(
             (None, *[None if s is None else int(s) for s in self.input_shape]), tf.float32
         )
         # One trace for any batch size: no retracing per call or per epoch.
         self._fn = tf.function(extract, input_signature=[spec], autograph=False)
+        self._fn_summaries = tf.function(
+            extract_with_summaries, input_signature=[spec], autograph=False
+        )
 
     def __call__(self, inputs: Any) -> dict[str, np.ndarray]:
         """Outputs of the selected layers for ``inputs`` ``(N, *input_shape)``.
@@ -164,9 +174,68 @@ class ActivationExtractor:
         acts = {info.path: out.numpy() for info, out in zip(self.layers, outs)}
         return acts, (outs[-1].numpy() if self.include_output else None)
 
+    def run_with_summaries(self, inputs: Any) -> ExtractionResult:
+        """One forward pass: activations, output, and per-layer reductions done on the device.
+
+        The per-channel statistics and the probes' Gram matrix of every layer
+        are reduced where the activations are (multi-threaded TensorFlow
+        kernels, no float64 copy on the host), in the same traced function.
+        The activations come back as read-only views of the device buffers
+        (no copy).
+        """
+        maps, stats, grams = self._fn_summaries(np.asarray(inputs, dtype=np.float32))
+        n = len(self.layers)
+        return ExtractionResult(
+            activations={info.path: np.asarray(m) for info, m in zip(self.layers, maps[:n])},
+            output=np.asarray(maps[-1]) if self.include_output else None,
+            stats={info.path: np.asarray(t) for info, t in zip(self.layers, stats)},
+            grams={info.path: np.asarray(g) for info, g in zip(self.layers, grams)},
+        )
+
     def tensors(self, inputs: Any) -> list[Any]:
         """Like :meth:`__call__` but returns the ``tf.Tensor`` list, left on the device."""
         return self._fn(np.asarray(inputs, dtype=np.float32))
+
+
+@dataclass(frozen=True)
+class ExtractionResult:
+    """What :meth:`ActivationExtractor.run_with_summaries` returns (plain numpy).
+
+    Attributes:
+        activations: ``{path: float32 (N, H, W, C)}``, channels-last, read-only.
+        output: The model output ``(N, ...)`` float32, or ``None``.
+        stats: ``{path: float32 (N, C, 5)}``: mean, max, min, std over the finite
+            values of each map, and the number of finite values.
+        grams: ``{path: float32 (N, N)}``: ``X @ X.T`` of the flattened maps
+            (non-finite values as 0), what linear CKA needs.
+    """
+
+    activations: dict[str, np.ndarray]
+    output: np.ndarray | None
+    stats: dict[str, np.ndarray]
+    grams: dict[str, np.ndarray]
+
+
+def _device_summary(t: Any) -> tuple[Any, Any]:
+    """Per-channel statistics ``(N, C, 5)`` and Gram ``(N, N)`` of ``t`` ``(N, H, W, C)``."""
+    import tensorflow as tf
+
+    finite = tf.math.is_finite(t)
+    zero = tf.zeros_like(t)
+    z = tf.where(finite, t, zero)
+    count = tf.reduce_sum(tf.cast(finite, tf.float32), axis=[1, 2])
+    safe = tf.maximum(count, 1.0)
+    mean = tf.reduce_sum(z, axis=[1, 2]) / safe
+    # Two passes (mean, then deviations): E[x^2] - E[x]^2 cancels badly in float32.
+    dev = tf.where(finite, t - mean[:, None, None, :], zero)
+    std = tf.sqrt(tf.reduce_sum(dev * dev, axis=[1, 2]) / safe)
+    inf = tf.constant(np.inf, tf.float32)
+    has = count > 0
+    mx = tf.where(has, tf.reduce_max(tf.where(finite, t, -inf), axis=[1, 2]), 0.0)
+    mn = tf.where(has, tf.reduce_min(tf.where(finite, t, inf), axis=[1, 2]), 0.0)
+    flat = tf.reshape(z, [tf.shape(z)[0], -1])
+    gram = tf.matmul(flat, flat, transpose_b=True)
+    return tf.stack([mean, mx, mn, std, count], axis=-1), gram
 
 
 def _standardize(t: Any, channels_first: bool) -> Any:

@@ -40,6 +40,7 @@ from tb_activations.render import (
     to_levels,
     topk_levels,
     value_range,
+    value_range_from_stats,
 )
 from tb_activations.stats import RANK_BY, ChannelStats, channel_stats, top_channels
 from tb_activations.summary import SummaryWriter, float_tensor_value, image_value, scalar_value
@@ -322,9 +323,13 @@ class ActivationLogger:
         checkpoint = self._diagnostics.checkpoint(), dict(self._fixed_scales)
         try:
             # One forward pass: the model output (for predictions) comes with the activations.
-            acts, output = self.extractor.run(self.probes.inputs)
-            records, values = self._render_all(acts, int(step))
-            values.extend(self._diagnostics.values(acts, output, records, int(step)))
+            # Statistics and Gram matrices are reduced on the device in that same pass.
+            result = self.extractor.run_with_summaries(self.probes.inputs)
+            acts, output = result.activations, result.output
+            records, values = self._render_all(acts, int(step), result.stats)
+            values.extend(
+                self._diagnostics.values(acts, output, records, int(step), grams=result.grams)
+            )
             if not self._probes_written:
                 values.append(self._probe_images())
             values.append(
@@ -407,7 +412,10 @@ class ActivationLogger:
     # -- rendering ------------------------------------------------------------
 
     def _render_all(
-        self, acts: dict[str, np.ndarray], step: int
+        self,
+        acts: dict[str, np.ndarray],
+        step: int,
+        reduced: dict[str, np.ndarray] | None = None,
     ) -> tuple[dict[str, LayerRecord], list]:
         if self._executor is None:
             self._executor = default_executor()
@@ -418,7 +426,12 @@ class ActivationLogger:
         pal = palette(self.colormap)
         for info in self.layers:
             a = acts[info.path]
-            record, layer_jobs, layer_slots = self._render_layer(info, a, pal, step)
+            stats = (
+                ChannelStats.from_reduced(reduced[info.path], a.shape[1] * a.shape[2])
+                if reduced is not None and a.shape[-1] > 0
+                else None
+            )
+            record, layer_jobs, layer_slots = self._render_layer(info, a, pal, step, stats)
             records[info.path] = record
             jobs.extend(layer_jobs)
             slots.extend(layer_slots)
@@ -435,15 +448,23 @@ class ActivationLogger:
             start += count
         return records, values
 
-    def _render_layer(self, info: LayerInfo, a: np.ndarray, pal: np.ndarray, step: int):
+    def _render_layer(
+        self,
+        info: LayerInfo,
+        a: np.ndarray,
+        pal: np.ndarray,
+        step: int,
+        stats: ChannelStats | None = None,
+    ):
         n, h, w, c = a.shape
         if c == 0:
             raise ValueError(
                 f"Layer {info.path!r} has an output with zero channels (shape {a.shape[1:]}); nothing to render."
             )
-        stats = channel_stats(a)
+        if stats is None:
+            stats = channel_stats(a)
         top = top_channels(stats.by(self.rank_by), self.top_k)
-        lo, hi = self._scale(info, a)
+        lo, hi = self._scale(info, a, stats)
         layout = mosaic_layout(h, w, c, sep=1, max_size=self.max_image_size)
         levels_small = to_levels(pool(a, layout.factor), lo, hi)
         mosaic, grid = mosaic_levels(levels_small, sep=1, layout=layout)
@@ -487,11 +508,18 @@ class ActivationLogger:
             )
         return record, jobs, slots
 
-    def _scale(self, info: LayerInfo, a: np.ndarray) -> tuple[Any, Any]:
+    def _scale(
+        self, info: LayerInfo, a: np.ndarray, stats: ChannelStats | None = None
+    ) -> tuple[Any, Any]:
         """The ``(lo, hi)`` colour scale of layer ``info`` for activations ``a`` at this step."""
+
+        def scale(mode: str) -> tuple[Any, Any]:
+            # From the reduced statistics when there are some: no pass over `a`.
+            return value_range(a, mode) if stats is None else value_range_from_stats(stats, mode)
+
         if self.normalize not in FIXED_SCALES:
-            return value_range(a, self.normalize)
-        lo, hi = value_range(a, "layer")
+            return scale(self.normalize)
+        lo, hi = scale("layer")
         fixed = self._fixed_scales.get(info.path)
         if fixed is None or self.normalize == "running_max":
             if fixed is not None:

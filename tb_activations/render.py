@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -146,6 +147,27 @@ def value_range(acts: np.ndarray, normalize: str = "layer") -> tuple[np.ndarray,
         hi = np.where(np.isfinite(acts), acts, -np.inf).max(axis=axis, initial=-np.inf)
         lo = np.where(np.isfinite(lo), lo, 0.0)
         hi = np.where(np.isfinite(hi), hi, 0.0)
+    if normalize == "layer":
+        lo = np.minimum(lo, 0.0)
+    lo = np.asarray(lo, np.float32)
+    return lo, np.maximum(np.asarray(hi, np.float32), lo)
+
+
+def value_range_from_stats(stats: Any, normalize: str = "layer") -> tuple[np.ndarray, np.ndarray]:
+    """:func:`value_range` from per-probe, per-channel ``min``/``max`` already reduced.
+
+    ``stats`` is a :class:`~tb_activations.stats.ChannelStats` (its ``min``/``max``
+    ignore non-finite values and are 0 for a map without finite values), so no
+    pass over the activations is needed.
+    """
+    if normalize not in NORMALIZE:
+        raise ValueError(
+            f"Invalid value for argument `normalize`. Expected one of {NORMALIZE}. Received: {normalize!r}"
+        )
+    axis = None if normalize == "layer" else 0
+    if stats.min.size == 0:
+        return np.float32(0), np.float32(0)
+    lo, hi = stats.min.min(axis=axis), stats.max.max(axis=axis)
     if normalize == "layer":
         lo = np.minimum(lo, 0.0)
     lo = np.asarray(lo, np.float32)

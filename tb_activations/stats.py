@@ -44,6 +44,28 @@ class ChannelStats:
         """float32 ``(N, C, 4)``: mean, max, min, std (the ``channel_stats`` tensor)."""
         return np.stack([self.mean, self.max, self.min, self.std], axis=-1).astype(np.float32)
 
+    @classmethod
+    def from_reduced(cls, reduced: np.ndarray, positions: int) -> ChannelStats:
+        """Statistics from reductions done on the device.
+
+        Args:
+            reduced: float32 ``(N, C, 5)``: mean, max, min, std over the finite
+                values of each map and their count (see
+                :meth:`ActivationExtractor.run_with_summaries`).
+            positions: ``H * W``, the number of values of one map.
+        """
+        count = reduced[..., 4]
+        complete = count == positions
+        mx, mn = reduced[..., 1], reduced[..., 2]
+        return cls(
+            mean=np.ascontiguousarray(reduced[..., 0], np.float32),
+            max=np.ascontiguousarray(mx, np.float32),
+            min=np.ascontiguousarray(mn, np.float32),
+            std=np.ascontiguousarray(reduced[..., 3], np.float32),
+            nonfinite=np.rint(positions - count).sum(axis=1).astype(np.int64),
+            dead=((mx == 0) & (mn == 0) & complete).all(axis=0),
+        )
+
     def by(self, name: str) -> np.ndarray:
         """The ``(N, C)`` statistic named ``name`` (one of ``RANK_BY``)."""
         if name not in RANK_BY:

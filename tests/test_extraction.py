@@ -131,3 +131,38 @@ def test_probe_size_mismatch_is_a_clear_error():
         match=r"shape \(32, 32, 3\) but model 'small_cnn' expects .*\(16, 16, 3\).*target_size=\(16, 16\)",
     ):
         check_probe_shape(small_cnn(), (32, 32, 3))
+
+
+def test_device_reductions_equal_numpy_statistics_and_gram():
+    from tb_activations.stats import ChannelStats, channel_stats
+
+    model = small_cnn()
+    ex = ActivationExtractor(model, select_layers(model, None), include_output=True)
+    x = np.random.default_rng(0).random((3, 16, 16, 3)).astype(np.float32) * 255
+    result = ex.run_with_summaries(x)
+    np.testing.assert_allclose(result.output, model(x, training=False).numpy(), rtol=1e-5)
+    for path, a in result.activations.items():
+        expected = channel_stats(a)
+        got = ChannelStats.from_reduced(result.stats[path], a.shape[1] * a.shape[2])
+        for field in ("mean", "max", "min", "std"):
+            np.testing.assert_allclose(
+                getattr(got, field), getattr(expected, field), rtol=1e-5, atol=1e-4
+            )
+        np.testing.assert_array_equal(got.dead, expected.dead)
+        flat = a.reshape(3, -1).astype(np.float64)
+        np.testing.assert_allclose(result.grams[path], flat @ flat.T, rtol=1e-5)
+
+
+def test_device_reductions_count_nan_and_ignore_it():
+    from tb_activations.stats import ChannelStats
+
+    inputs = keras.Input((2, 2, 1))
+    conv = keras.layers.Conv2D(2, 1, name="c")
+    model = keras.Model(inputs, conv(inputs))
+    conv.set_weights([np.zeros((1, 1, 1, 2), np.float32), np.array([np.nan, 0.0], np.float32)])
+    result = ActivationExtractor(model, select_layers(model, ["c"])).run_with_summaries(
+        np.ones((2, 2, 2, 1))
+    )
+    stats = ChannelStats.from_reduced(result.stats["c"], 4)
+    assert stats.nonfinite.tolist() == [4, 4] and stats.dead.tolist() == [False, True]
+    assert np.isfinite(stats.stacked()).all() and np.isfinite(result.grams["c"]).all()

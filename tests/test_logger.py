@@ -120,7 +120,7 @@ def test_extractor_built_once_across_logs(tmp_path, images):
     logger.log(0)
     ex = logger.extractor
     logger.log(1)
-    assert logger.extractor is ex and ex._fn.experimental_get_tracing_count() == 1
+    assert logger.extractor is ex and ex._fn_summaries.experimental_get_tracing_count() == 1
 
 
 def test_wrong_probe_shape_and_resize(tmp_path):
