@@ -355,7 +355,8 @@ class DriftTracker:
         dead = np.asarray(dead, bool)
         channel_means = np.asarray(channel_means, np.float64)
         state = self._layers.get(layer)
-        if gram is not None and self.positions is None:
+        # A Gram that overflowed float32 on the device (values beyond ~1e19) is redone in float64.
+        if gram is not None and self.positions is None and np.isfinite(gram).all():
             gram, idx = center_gram(gram, debiased=self.debiased), None
         else:
             gram, idx = self._centred(layer, a, state)

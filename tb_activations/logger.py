@@ -428,7 +428,11 @@ class ActivationLogger:
             a = acts[info.path]
             stats = (
                 ChannelStats.from_reduced(reduced[info.path], a.shape[1] * a.shape[2])
-                if reduced is not None and a.shape[-1] > 0
+                if reduced is not None
+                and a.shape[-1] > 0
+                # A float32 sum overflowed on the device (finite values near 3e38):
+                # this layer's statistics are redone on the host in float64.
+                and np.isfinite(reduced[info.path]).all()
                 else None
             )
             record, layer_jobs, layer_slots = self._render_layer(info, a, pal, step, stats)
