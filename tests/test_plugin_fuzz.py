@@ -1,0 +1,236 @@
+"""The Activations plugin under hostile requests (issue 7, item 5).
+
+Every route is called with missing, wrong-typed, huge and malicious
+parameters (path traversal, HTML/script, NUL bytes, unknown runs) through
+TensorBoard's own WSGI stack and ``werkzeug.test.Client``, over a real data
+provider reading event files written by the real ``ActivationLogger`` (the
+fixtures of ``test_activations_plugin``). No answer may be a 5xx; every 4xx
+carries a plain-text message. ``REQUESTS`` counts the requests tried (README figure).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.test_activations_plugin import (
+    HOSTILE_LAYER,
+    HOSTILE_RUN,
+    ROUTE,
+    RUN,
+    SYNTHETIC_RUN,
+    make_client,
+    make_provider,
+    write_logdir,
+)
+
+REQUESTS = {"table": 0, "fuzz": 0}
+
+#: route -> its parameters and their kind ("str" or "int").
+ROUTES = {
+    "/runs": {},
+    "/layers": {"run": "str"},
+    "/stats": {"run": "str", "layer": "str", "step": "int"},
+    "/image": {"run": "str", "tag": "str", "step": "int", "index": "int"},
+    "/scalars": {"run": "str", "layer": "str"},
+    "/predictions": {"run": "str"},
+}
+VALID = {"run": RUN, "layer": "conv_b", "tag": "conv_b/mosaic", "step": "10", "index": "0"}
+
+HOSTILE_STRINGS = [
+    "",
+    " ",
+    "nope",
+    "../../../../etc/passwd",
+    "..%2f..%2fetc%2fpasswd",
+    "/etc/passwd",
+    "..\\..\\windows\\win.ini",
+    "activations/../activations",
+    "<script>alert(1)</script>",
+    '"><img src=x onerror=alert(1)>',
+    HOSTILE_RUN,
+    HOSTILE_LAYER + "0",
+    "conv_b\x00.png",
+    "\x00",
+    "\r\nSet-Cookie: x=1",
+    "%00",
+    "%ZZ",
+    "日本語",
+    "\ud7ff\ue000",
+    "a" * 4097,
+    "a" * 100_000,
+    "${jndi:ldap://x}",
+    "' OR 1=1 --",
+    "{{7*7}}",
+    "NaN",
+    "Infinity",
+    "-0",
+    "1e400",
+    "0x10",
+    "1.5",
+    "-1",
+    "9" * 19,
+    "99999999999999999999999999999",
+    "+1",
+    " 1",
+    "١٢",  # Arabic-Indic digits: str.isdigit() but not [0-9]
+]
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    log_dir = str(tmp_path_factory.mktemp("fuzz_logs"))
+    write_logdir(log_dir)
+    provider, _ = make_provider(log_dir)
+    return make_client(provider, log_dir)
+
+
+def request(client, route: str, params: dict | list, counter: str):
+    REQUESTS[counter] += 1
+    query = urlencode(params, doseq=True)
+    return client.get(f"{ROUTE}{route}" + (f"?{query}" if query else ""))
+
+
+def assert_handled(response, what):
+    assert response.status_code < 500, (what, response.status_code, response.data[:300])
+    if response.status_code >= 400:
+        assert 400 <= response.status_code < 500
+        assert response.mimetype == "text/plain", what
+        assert response.data.strip(), what  # a message, never an empty 4xx
+        # Hostile text travels back only as text/plain, never as HTML.
+        assert b"<html" not in response.data.lower()
+
+
+def test_valid_requests_answer_200(client):
+    for route, params in ROUTES.items():
+        response = request(client, route, {k: VALID[k] for k in params}, "table")
+        assert response.status_code == 200, (route, response.data[:300])
+
+
+@pytest.mark.parametrize("route", [r for r, p in ROUTES.items() if p])
+def test_each_missing_parameter_is_400_naming_it(client, route):
+    names = list(ROUTES[route])
+    for missing in names:
+        params = {k: VALID[k] for k in names if k != missing}
+        response = request(client, route, params, "table")
+        assert response.status_code == 400, (route, missing)
+        assert f"`{missing}`".encode() in response.data
+        assert_handled(response, (route, missing))
+
+
+@pytest.mark.parametrize("route", [r for r, p in ROUTES.items() if p])
+def test_every_hostile_value_in_every_parameter_is_4xx_or_data(client, route):
+    names = list(ROUTES[route])
+    for name in names:
+        for value in HOSTILE_STRINGS:
+            params = {k: VALID[k] for k in names}
+            params[name] = value
+            response = request(client, route, params, "table")
+            assert_handled(response, (route, name, value[:40]))
+            if ROUTES[route][name] == "int" and response.status_code == 400:
+                assert f"`{name}`".encode() in response.data
+            if value in ("../../../../etc/passwd", "/etc/passwd"):
+                assert b"root:" not in response.data
+
+
+def test_repeated_and_unknown_parameters_are_harmless(client):
+    for route, params in ROUTES.items():
+        pairs = [(k, VALID[k]) for k in params] + [(k, "other") for k in params]
+        pairs += [("unknown", "<b>x</b>"), ("__proto__", "1"), ("run[]", "x")]
+        assert_handled(request(client, route, pairs, "table"), route)
+
+
+def test_unknown_runs_layers_tags_and_steps_are_404_with_a_message(client):
+    cases = [
+        ("/layers", {"run": "no_such_run"}),
+        ("/stats", {"run": "no_such_run", "layer": "conv_b", "step": "0"}),
+        ("/stats", {"run": RUN, "layer": "no_such_layer", "step": "0"}),
+        ("/stats", {"run": RUN, "layer": "conv_b", "step": "999999999999999999"}),
+        ("/image", {"run": RUN, "tag": "conv_b/mosaic", "step": "0", "index": "999999999999"}),
+        ("/image", {"run": RUN, "tag": "../conv_b/mosaic", "step": "0", "index": "0"}),
+        ("/image", {"run": "../" + RUN, "tag": "conv_b/mosaic", "step": "0", "index": "0"}),
+        ("/scalars", {"run": "no_such_run", "layer": "conv_b"}),
+        ("/predictions", {"run": SYNTHETIC_RUN + "/.."}),
+    ]
+    for route, params in cases:
+        response = request(client, route, params, "table")
+        assert response.status_code == 404, (route, params, response.data[:200])
+        assert_handled(response, (route, params))
+
+
+def test_static_routes_never_leave_the_folder(client):
+    for name in [
+        "../plugin_data.py",
+        "..%2fplugin_data.py",
+        "%2e%2e%2fplugin_data.py",
+        "....//plugin_data.py",
+        "static/../../setup.cfg",
+        "index.js%00.png",
+        "index.js/",
+        "<script>.js",
+        "a" * 5000 + ".js",
+    ]:
+        REQUESTS["table"] += 1
+        response = client.get(f"{ROUTE}/static/{name}")
+        assert response.status_code == 404, name
+        assert_handled(response, name)
+        assert b"import" not in response.data  # no Python source
+
+
+def test_huge_query_strings_are_refused_or_answered(client):
+    huge = {"run": "r" * 1_000_000, "layer": "conv_b", "step": "1" * 100_000}
+    for route in ROUTES:
+        assert_handled(request(client, route, huge, "table"), route)
+
+
+# ---------------------------------------------------------------------------
+# Fuzz: generated routes and parameters
+
+
+def _value(kind: str):
+    hostile = st.sampled_from(HOSTILE_STRINGS)
+    anything = st.text(max_size=60)
+    if kind == "int":
+        return st.one_of(
+            st.integers(-(10**20), 10**20).map(str),
+            st.sampled_from(["0", "1", "10", "20", "30"]),
+            hostile,
+            anything,
+        )
+    names = st.sampled_from(
+        [RUN, HOSTILE_RUN, SYNTHETIC_RUN, "conv_a", "conv_b", "pool_a", "conv_b/mosaic",
+         "conv_a/topk", "conv_a/overlay", "_tb_activations/probes", HOSTILE_LAYER + "0"]
+    )  # fmt: skip
+    return st.one_of(names, hostile, anything)
+
+
+@st.composite
+def requests_(draw):
+    route = draw(st.sampled_from([*ROUTES, "/static/x", "/index.js", "/nope"]))
+    params = {}
+    for name, kind in ROUTES.get(route, {}).items():
+        if draw(st.integers(0, 9)) > 0:  # sometimes missing
+            params[name] = draw(_value(kind))
+    extra = draw(st.dictionaries(st.text(max_size=10), st.text(max_size=20), max_size=2))
+    return route, {**extra, **params}
+
+
+@settings(
+    max_examples=1000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(requests_())
+def test_fuzzed_requests_never_answer_5xx(client, generated):
+    route, params = generated
+    response = request(client, route, params, "fuzz")
+    assert_handled(response, (route, {k: str(v)[:40] for k, v in params.items()}))
+
+
+def test_requests_tried():
+    # Runs last in this module (file order): the README's figure.
+    print(f"plugin requests tried: {REQUESTS}, total {sum(REQUESTS.values())}")
+    assert REQUESTS["fuzz"] >= 1000 and REQUESTS["table"] > 400
