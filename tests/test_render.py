@@ -160,7 +160,7 @@ def _expected_mosaic_size(h, w, c, sep=1, max_size=2048):
     return layout.rows * (cell_h + sep) - sep, layout.cols * (cell_w + sep) - sep
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(_activations(), st.sampled_from(["layer", "channel"]))
 def test_any_values_make_a_uint8_mosaic_of_the_documented_size(acts, normalize):
     _count("mosaic")
@@ -173,7 +173,7 @@ def test_any_values_make_a_uint8_mosaic_of_the_documented_size(acts, normalize):
         assert img.shape == (rows * (h + 1) - 1, cols * (w + 1) - 1, 3)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(
     st.integers(1, 300),
     st.integers(1, 300),
@@ -197,7 +197,7 @@ def test_mosaic_layout_fits_max_size_whenever_one_pixel_per_channel_fits(h, w, c
         assert layout.up[1] == 1 and layout.up[0] >= 1  # strips: only taller, never wider
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     arrays(
         dtype=np.float32,
@@ -218,7 +218,7 @@ def test_render_mosaic_respects_max_size_and_pools_cells(acts, max_size):
         assert max(img.shape[:2]) <= max_size
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     _activations(batch=True),
     st.integers(1, 50),
@@ -239,7 +239,7 @@ def test_any_values_make_a_topk_strip_of_the_documented_size(acts, k, rank_by, n
         assert len(set(row.tolist())) == kk and all(0 <= ch < c for ch in row)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     arrays(
         dtype=np.float32,
@@ -273,7 +273,7 @@ def test_to_levels_maps_any_value_to_a_level_or_the_nan_index(acts, scale):
         assert (np.diff(lev[order].astype(int)) >= 0).all()
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     arrays(
         dtype=np.float32,
@@ -295,7 +295,7 @@ def test_value_range_is_finite_and_ordered(acts, normalize):
         assert lo <= finite.min() and hi == finite.max()
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(
     st.tuples(st.integers(1, 40), st.integers(1, 40)),
     arrays(
@@ -314,7 +314,7 @@ def test_any_heatmap_makes_an_overlay_of_the_image_size(size, heat, alpha):
         assert (out == 77).all()
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     st.tuples(st.integers(1, 30), st.integers(1, 30)),
     arrays(
