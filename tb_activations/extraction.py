@@ -143,7 +143,7 @@ class ActivationExtractor:
             maps = extract(x)
             n = len(self.layers)
             summaries = [_device_summary(m) for m in maps[:n]]
-            return maps, [s[0] for s in summaries], [s[1] for s in summaries]
+            return maps, *([s[i] for s in summaries] for i in range(3))
 
         spec = tf.TensorSpec(
             (None, *[None if s is None else int(s) for s in self.input_shape]), tf.float32
@@ -183,13 +183,14 @@ class ActivationExtractor:
         The activations come back as read-only views of the device buffers
         (no copy).
         """
-        maps, stats, grams = self._fn_summaries(np.asarray(inputs, dtype=np.float32))
+        maps, stats, grams, mean_maps = self._fn_summaries(np.asarray(inputs, dtype=np.float32))
         n = len(self.layers)
         return ExtractionResult(
             activations={info.path: np.asarray(m) for info, m in zip(self.layers, maps[:n])},
             output=np.asarray(maps[-1]) if self.include_output else None,
             stats={info.path: np.asarray(t) for info, t in zip(self.layers, stats)},
             grams={info.path: np.asarray(g) for info, g in zip(self.layers, grams)},
+            mean_maps={info.path: np.asarray(m) for info, m in zip(self.layers, mean_maps)},
         )
 
     def tensors(self, inputs: Any) -> list[Any]:
@@ -208,16 +209,44 @@ class ExtractionResult:
             values of each map, and the number of finite values.
         grams: ``{path: float32 (N, N)}``: ``X @ X.T`` of the flattened maps
             (non-finite values as 0), what linear CKA needs.
+        mean_maps: ``{path: float32 (N, H, W)}``: the mean over channels (non-finite
+            values as 0), the overlay's second map.
     """
 
     activations: dict[str, np.ndarray]
     output: np.ndarray | None
     stats: dict[str, np.ndarray]
     grams: dict[str, np.ndarray]
+    mean_maps: dict[str, np.ndarray]
 
 
-def _device_summary(t: Any) -> tuple[Any, Any]:
-    """Per-channel statistics ``(N, C, 5)`` and Gram ``(N, N)`` of ``t`` ``(N, H, W, C)``."""
+def _device_summary(t: Any) -> tuple[Any, Any, Any]:
+    """Per-channel statistics ``(N, C, 5)``, Gram ``(N, N)`` and channel-mean map ``(N, H, W)``."""
+    import tensorflow as tf
+
+    # Most steps have no NaN/Inf: then the plain reductions (half the passes) do.
+    return tf.cond(
+        tf.reduce_all(tf.math.is_finite(t)),
+        lambda: _finite_summary(t),
+        lambda: _masked_summary(t),
+    )
+
+
+def _finite_summary(t: Any) -> tuple[Any, Any, Any]:
+    import tensorflow as tf
+
+    shape = tf.shape(t)
+    count = tf.cast(shape[1] * shape[2], tf.float32) * tf.ones_like(t[:, 0, 0, :])
+    mean = tf.reduce_mean(t, axis=[1, 2])
+    dev = t - mean[:, None, None, :]
+    std = tf.sqrt(tf.reduce_mean(dev * dev, axis=[1, 2]))
+    mx, mn = tf.reduce_max(t, axis=[1, 2]), tf.reduce_min(t, axis=[1, 2])
+    flat = tf.reshape(t, [shape[0], -1])
+    gram = tf.matmul(flat, flat, transpose_b=True)
+    return tf.stack([mean, mx, mn, std, count], axis=-1), gram, tf.reduce_mean(t, axis=-1)
+
+
+def _masked_summary(t: Any) -> tuple[Any, Any, Any]:
     import tensorflow as tf
 
     finite = tf.math.is_finite(t)
@@ -235,7 +264,7 @@ def _device_summary(t: Any) -> tuple[Any, Any]:
     mn = tf.where(has, tf.reduce_min(tf.where(finite, t, inf), axis=[1, 2]), 0.0)
     flat = tf.reshape(z, [tf.shape(z)[0], -1])
     gram = tf.matmul(flat, flat, transpose_b=True)
-    return tf.stack([mean, mx, mn, std, count], axis=-1), gram
+    return tf.stack([mean, mx, mn, std, count], axis=-1), gram, tf.reduce_mean(z, axis=-1)
 
 
 def _standardize(t: Any, channels_first: bool) -> Any:

@@ -326,7 +326,7 @@ class ActivationLogger:
             # Statistics and Gram matrices are reduced on the device in that same pass.
             result = self.extractor.run_with_summaries(self.probes.inputs)
             acts, output = result.activations, result.output
-            records, values = self._render_all(acts, int(step), result.stats)
+            records, values = self._render_all(acts, int(step), result.stats, result.mean_maps)
             values.extend(
                 self._diagnostics.values(acts, output, records, int(step), grams=result.grams)
             )
@@ -416,6 +416,7 @@ class ActivationLogger:
         acts: dict[str, np.ndarray],
         step: int,
         reduced: dict[str, np.ndarray] | None = None,
+        mean_maps: dict[str, np.ndarray] | None = None,
     ) -> tuple[dict[str, LayerRecord], list]:
         if self._executor is None:
             self._executor = default_executor()
@@ -435,7 +436,8 @@ class ActivationLogger:
                 and np.isfinite(reduced[info.path]).all()
                 else None
             )
-            record, layer_jobs, layer_slots = self._render_layer(info, a, pal, step, stats)
+            means = None if mean_maps is None else mean_maps[info.path]
+            record, layer_jobs, layer_slots = self._render_layer(info, a, pal, step, stats, means)
             records[info.path] = record
             jobs.extend(layer_jobs)
             slots.extend(layer_slots)
@@ -459,6 +461,7 @@ class ActivationLogger:
         pal: np.ndarray,
         step: int,
         stats: ChannelStats | None = None,
+        mean_maps: np.ndarray | None = None,
     ):
         n, h, w, c = a.shape
         if c == 0:
@@ -494,6 +497,7 @@ class ActivationLogger:
                     int(top[i, 0]),
                     colormap=self.colormap,
                     alpha=self.alpha,
+                    mean_map=None if mean_maps is None else mean_maps[i],
                 )
                 for i in range(n)
             ]

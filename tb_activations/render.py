@@ -330,9 +330,11 @@ def overlay(
         )
     unit = _resize(_unit(np.asarray(heat, np.float32)), image.shape[:2])
     idx = np.clip(np.rint(unit * (LEVELS - 1)), 0, LEVELS - 1).astype(np.uint8)
-    colour = palette(colormap)[idx].astype(np.float32)
-    out = image.astype(np.float32) * (1.0 - alpha) + colour * alpha
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    colour = palette(colormap)[idx]
+    # Fixed-point blend (weights in 1/256): integer arithmetic on uint16, exact to 1 level.
+    a = round(float(alpha) * 256)
+    out = image.astype(np.uint16) * (256 - a) + colour.astype(np.uint16) * a + 128
+    return (out >> 8).astype(np.uint8)
 
 
 def overlay_pair(
@@ -343,6 +345,7 @@ def overlay_pair(
     colormap: str = "magma",
     alpha: float = 0.5,
     sep: int = 1,
+    mean_map: np.ndarray | None = None,
 ) -> np.ndarray:
     """The overlay view of one probe: ``[strongest channel | mean over channels]`` side by side.
 
@@ -350,15 +353,19 @@ def overlay_pair(
         image: uint8 ``(H, W, 3)`` display image of the probe.
         maps: float32 ``(h, w, C)`` activations of the probe.
         channel: Index of the strongest channel.
+        mean_map: The mean over channels ``(h, w)`` when already computed
+            (on the device); computed from ``maps`` when ``None`` or not finite.
 
     Returns:
         uint8 RGB ``(H, 2 * W + sep, 3)``, separator in the background colour.
     """
     strongest = overlay(image, maps[..., channel], colormap=colormap, alpha=alpha)
-    finite = np.where(np.isfinite(maps), maps, 0.0)
-    with np.errstate(over="ignore"):
-        mean_map = finite.mean(axis=-1)
+    if mean_map is None or not np.isfinite(mean_map).all():
+        finite = np.where(np.isfinite(maps), maps, 0.0)
+        with np.errstate(over="ignore"):
+            mean_map = finite.mean(axis=-1)
     if not np.isfinite(mean_map).all():
+        finite = np.where(np.isfinite(maps), maps, 0.0)
         # The float32 sum of huge finite values overflowed: redo this probe in float64.
         mean_map = finite.mean(axis=-1, dtype=np.float64)
     mean = overlay(image, mean_map, colormap=colormap, alpha=alpha)
