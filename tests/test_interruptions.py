@@ -118,16 +118,16 @@ def test_a_killed_process_keeps_every_finished_log(tmp_path):
         f"""
         import os, signal
         import numpy as np
-        from tb_activations import ActivationCallback, ActivationLogger, Probes
+        from tb_activations import ActivationCallback, Probes
+        from tb_activations.summary import SummaryWriter
         from tests.conftest import small_cnn
 
-        render = ActivationLogger._render_all
-        def render_then_die(self, acts, step):
-            out = render(self, acts, step)
+        write = SummaryWriter.write
+        def die_at_step_3(self, step, *args, **kwargs):  # rendered, not yet written
             if step == 3:
                 os.kill(os.getpid(), signal.SIGKILL)
-            return out
-        ActivationLogger._render_all = render_then_die
+            return write(self, step, *args, **kwargs)
+        SummaryWriter.write = die_at_step_3
 
         rng = np.random.default_rng(0)
         x = rng.random((32, 16, 16, 3), dtype=np.float32)
