@@ -97,6 +97,10 @@ class ActivationCallback(keras.callbacks.Callback):
         self.log_dir = os.fspath(log_dir)
         self.layers = layers
         self.freq = freq
+        if freq != "epoch":
+            # A batch hook only when logging by batch: Keras dispatches batch
+            # callbacks asynchronously only while no callback overrides them.
+            self.on_train_batch_end = self._on_train_batch_end
         self.epoch_freq = epoch_freq
         self.logger_kwargs = logger_kwargs
         self.logger = None
@@ -143,7 +147,7 @@ class ActivationCallback(keras.callbacks.Callback):
         if self.freq == "epoch" and (epoch + 1) % self.epoch_freq == 0:
             self._log(epoch)
 
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+    def _on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         if self.freq == "epoch" or not self.writes:
             return
         step = self._global_batch(batch)

@@ -106,3 +106,11 @@ def test_bad_callback_arguments():
         ActivationCallback(probes, "x", freq=0)
     with pytest.raises(TypeError, match="top_kk"):
         ActivationCallback(probes, "x", top_kk=3)
+
+
+def test_epoch_logging_adds_no_batch_hook():
+    from keras.src import utils
+
+    probes = Probes(np.zeros((1, 16, 16, 3), np.uint8))
+    assert utils.is_default(ActivationCallback(probes, "x").on_train_batch_end)
+    assert not utils.is_default(ActivationCallback(probes, "x", freq=5).on_train_batch_end)
