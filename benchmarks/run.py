@@ -3,7 +3,8 @@
 Usage: ``python benchmarks/run.py`` (full, several minutes on 2 cores) or
 ``python benchmarks/run.py --quick`` (CI-sized). Prints a markdown table.
 
-Workloads (issue "Performance"):
+Workloads (issue "Performance"); the probes are random pixels (the worst case
+for image compression) unless said otherwise:
   1. ``log()`` against the bare forward pass of the same probes, VGG16
      (``weights=None``, 8 probes 224x224): the five pooling layers, and all 18
      conv/pool layers.
@@ -307,6 +308,18 @@ def bench_tf_explain(rows, model, x, layer_names, tmp):
     return total
 
 
+def _drawn_probes(n: int, size: int):
+    """``n`` variants (shifted) of the drawn sample images shipped in examples/images/."""
+    from PIL import Image
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    paths = sorted(glob.glob(os.path.join(root, "examples", "images", "*.png")))
+    if not paths:
+        return None
+    base = [np.asarray(Image.open(p).convert("RGB").resize((size, size))) for p in paths]
+    return np.stack([np.roll(base[i % len(base)], (size // 9) * i, axis=1) for i in range(n)])
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -343,6 +356,12 @@ def main(argv=None) -> int:
             repeat,
             tmp,
         )
+        drawn = _drawn_probes(n, size)
+        if drawn is not None:
+            # Random pixels are the worst case for PNG/JPEG; drawn pictures compress as photos do.
+            drawn_probes = Probes(drawn, preprocess=keras.applications.vgg16.preprocess_input)
+            label = f"VGG16, {n} drawn images (examples/images), 5 pooling layers"
+            bench_log(rows, model, drawn_probes, pools, label, max(2, repeat - 2), tmp)
         bench_log(
             rows,
             model,
