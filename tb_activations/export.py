@@ -28,12 +28,7 @@ from tb_activations.colormaps import palette
 from tb_activations.encode import encode_palette_png, encode_rgb_png
 from tb_activations.render import (
     DEFAULT_MAX_SIZE,
-    mosaic_layout,
-    mosaic_levels,
-    overlay_pair,
-    pool,
-    to_levels,
-    topk_levels,
+    render_views,
     value_range,
 )
 from tb_activations.stats import channel_stats, top_channels
@@ -135,35 +130,34 @@ def save_pngs(
     written: list[str] = []
     for path, a in acts.items():
         a = np.asarray(a, np.float32)
-        n, h, w, c = a.shape
+        n = a.shape[0]
         record = records.get(path) if records is not None else None
         if record is not None:
             top, (lo, hi) = np.asarray(record.top), record.scale
         else:
             top = top_channels(channel_stats(a).by(rank_by), top_k)
             lo, hi = value_range(a, normalize)
-        layout = mosaic_layout(h, w, c, sep=1, max_size=max_image_size)
-        levels = to_levels(pool(a, layout.factor), lo, hi)
+        rendered = render_views(
+            a,
+            display,
+            top,
+            (lo, hi),
+            views=tuple(views),
+            colormap=colormap,
+            alpha=alpha,
+            max_size=max_image_size,
+        )
         layer_files: list[str] = []
         stem = safe_name(path)
-        if "mosaic" in views:
-            mosaic, _ = mosaic_levels(levels, sep=1, layout=layout)
+        for view, images in (("mosaic", rendered.mosaic), ("topk", rendered.topk)):
+            if images is not None:
+                for i in range(n):
+                    data = encode_palette_png(images[i], pal)
+                    layer_files.append(_write(folders[i], f"{stem}_{view}.png", data))
+        if rendered.overlay is not None:
             for i in range(n):
-                layer_files.append(
-                    _write(folders[i], f"{stem}_mosaic.png", encode_palette_png(mosaic[i], pal))
-                )
-        if "topk" in views:
-            strip = _cap(topk_levels(levels, top, sep=1), max_image_size)
-            for i in range(n):
-                layer_files.append(
-                    _write(folders[i], f"{stem}_topk.png", encode_palette_png(strip[i], pal))
-                )
-        if "overlay" in views and h > 1:
-            for i in range(n):
-                pair = overlay_pair(
-                    display[i], a[i], int(top[i, 0]), colormap=colormap, alpha=alpha
-                )
-                layer_files.append(_write(folders[i], f"{stem}_overlay.png", encode_rgb_png(pair)))
+                data = encode_rgb_png(rendered.overlay[i])
+                layer_files.append(_write(folders[i], f"{stem}_overlay.png", data))
         written.extend(layer_files)
         if on_layer is not None:
             on_layer(path, layer_files)
@@ -174,10 +168,3 @@ def _write(folder: str, name: str, data: bytes) -> str:
     path = os.path.join(folder, name)
     write_atomic(path, data)
     return path
-
-
-def _cap(levels: np.ndarray, max_size: int) -> np.ndarray:
-    """Subsample (nearest) index images ``(N, H, W)`` so the long side fits ``max_size``."""
-    h, w = levels.shape[1:]
-    step = max(1, -(-max(h, w) // max_size))
-    return levels[:, ::step, ::step] if step > 1 else levels

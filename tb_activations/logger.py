@@ -33,12 +33,7 @@ from tb_activations.render import (
     DEFAULT_MAX_SIZE,
     NORMALIZE,
     Grid,
-    mosaic_layout,
-    mosaic_levels,
-    overlay_pair,
-    pool,
-    to_levels,
-    topk_levels,
+    render_views,
     value_range,
     value_range_from_stats,
 )
@@ -463,7 +458,7 @@ class ActivationLogger:
         stats: ChannelStats | None = None,
         mean_maps: np.ndarray | None = None,
     ):
-        n, h, w, c = a.shape
+        n, c = a.shape[0], a.shape[-1]
         if c == 0:
             raise ValueError(
                 f"Layer {info.path!r} has an output with zero channels (shape {a.shape[1:]}); nothing to render."
@@ -472,48 +467,34 @@ class ActivationLogger:
             stats = channel_stats(a)
         top = top_channels(stats.by(self.rank_by), self.top_k)
         lo, hi = self._scale(info, a, stats)
-        layout = mosaic_layout(h, w, c, sep=1, max_size=self.max_image_size)
-        levels_small = to_levels(pool(a, layout.factor), lo, hi)
-        mosaic, grid = mosaic_levels(levels_small, sep=1, layout=layout)
+        rendered = render_views(
+            a,
+            self.probes.display,
+            top,
+            (lo, hi),
+            views=self.views,
+            colormap=self.colormap,
+            alpha=self.alpha,
+            max_size=self.max_image_size,
+            mean_maps=mean_maps,
+        )
+        grid = rendered.grid
         record = LayerRecord(info=info, stats=stats, top=top, grid=grid, scale=(lo, hi))
         jobs: list[tuple] = []
         slots: list[tuple] = []
         desc = self._description(info, a.shape[1:], stats, top, step)
-        if "mosaic" in self.views:
-            jobs += [(encode_palette_png, mosaic[i], pal, self.compress_level) for i in range(n)]
-            slots.append((metadata.view_tag(info.path, "mosaic"), desc, grid.width, grid.height, n))
-        if "topk" in self.views:
-            strip = topk_levels(levels_small, top, sep=1)
-            strip = _cap(strip, self.max_image_size)
-            jobs += [(encode_palette_png, strip[i], pal, self.compress_level) for i in range(n)]
-            slots.append(
-                (metadata.view_tag(info.path, "topk"), desc, strip.shape[2], strip.shape[1], n)
-            )
-        if "overlay" in self.views and h > 1:
-            pairs = [
-                overlay_pair(
-                    self.probes.display[i],
-                    a[i],
-                    int(top[i, 0]),
-                    colormap=self.colormap,
-                    alpha=self.alpha,
-                    mean_map=None if mean_maps is None else mean_maps[i],
-                )
-                for i in range(n)
-            ]
+        for view, images in (("mosaic", rendered.mosaic), ("topk", rendered.topk)):
+            if images is not None:
+                jobs += [(encode_palette_png, img, pal, self.compress_level) for img in images]
+                tag = metadata.view_tag(info.path, view)
+                slots.append((tag, desc, images.shape[2], images.shape[1], n))
+        if rendered.overlay is not None:
             if self.overlay_format == "jpeg":
-                jobs += [(encode_jpeg, p) for p in pairs]
+                jobs += [(encode_jpeg, p) for p in rendered.overlay]
             else:
-                jobs += [(encode_rgb_png, p, self.compress_level) for p in pairs]
-            slots.append(
-                (
-                    metadata.view_tag(info.path, "overlay"),
-                    desc,
-                    pairs[0].shape[1],
-                    pairs[0].shape[0],
-                    n,
-                )
-            )
+                jobs += [(encode_rgb_png, p, self.compress_level) for p in rendered.overlay]
+            height, width = rendered.overlay.shape[1:3]
+            slots.append((metadata.view_tag(info.path, "overlay"), desc, width, height, n))
         return record, jobs, slots
 
     def _scale(
@@ -631,13 +612,6 @@ def _check_log_dir(run_dir: str) -> None:
             f"Invalid value for argument `log_dir`: cannot write events to {run_dir!r}: "
             f"directory {path!r} is not writable by this process."
         )
-
-
-def _cap(levels: np.ndarray, max_size: int) -> np.ndarray:
-    """Subsample (nearest) an index image batch so its long side fits ``max_size``."""
-    h, w = levels.shape[1:]
-    step = max(1, -(-max(h, w) // max_size))
-    return levels[:, ::step, ::step] if step > 1 else levels
 
 
 def _with_shape(info: LayerInfo, shape: tuple) -> LayerInfo:

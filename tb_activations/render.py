@@ -464,3 +464,80 @@ def _batch(acts: np.ndarray) -> tuple[np.ndarray, bool]:
     # float64 values beyond float32's range become +-Inf, drawn in the NaN/Inf colour.
     with np.errstate(over="ignore"):
         return acts.astype(np.float32, copy=False), single
+
+
+@dataclass(frozen=True)
+class LayerViews:
+    """The rendered views of one layer for every probe (before encoding).
+
+    Attributes:
+        grid: Geometry of the mosaic, in its pixels.
+        mosaic: uint8 palette indices ``(N, grid.height, grid.width)``, or ``None``.
+        topk: uint8 palette indices ``(N, h, w)`` of the top-k strips, or ``None``.
+        overlay: uint8 RGB ``(N, H, 2 * W + 1, 3)`` at the probes' size, or ``None``
+            (not asked, or maps one pixel tall: no position to overlay).
+    """
+
+    grid: Grid
+    mosaic: np.ndarray | None
+    topk: np.ndarray | None
+    overlay: np.ndarray | None
+
+
+def render_views(
+    acts: np.ndarray,
+    display: np.ndarray,
+    top: np.ndarray,
+    scale: tuple[Any, Any],
+    *,
+    views: tuple[str, ...] = ("mosaic", "topk", "overlay"),
+    colormap: str = "magma",
+    alpha: float = 0.5,
+    max_size: int = DEFAULT_MAX_SIZE,
+    mean_maps: np.ndarray | None = None,
+) -> LayerViews:
+    """Render the mosaic, top-k strip and overlay of one layer for every probe.
+
+    The one rendering path shared by the logger (TensorBoard) and the PNG export.
+
+    Args:
+        acts: float32 ``(N, H, W, C)`` activations.
+        display: uint8 ``(N, H0, W0, 3)`` probe images, for overlays.
+        top: int ``(N, k)`` channels of the strip, strongest first.
+        scale: ``(lo, hi)`` colour scale (scalars, or ``(C,)`` per channel).
+        views: Which views to render.
+        colormap: Colormap of the overlays (mosaic and strip are palette indices).
+        alpha: Heatmap opacity of the overlays.
+        max_size: Cap on the long side of mosaic and strip.
+        mean_maps: ``(N, H, W)`` channel means when already reduced (on the device).
+    """
+    n, h, w, c = acts.shape
+    layout = mosaic_layout(h, w, c, sep=1, max_size=max_size)
+    levels = to_levels(pool(acts, layout.factor), *scale)
+    mosaic, grid = mosaic_levels(levels, sep=1, layout=layout)
+    strip = None
+    if "topk" in views:
+        strip = topk_levels(levels, top, sep=1)
+        step = max(1, -(-max(strip.shape[1:]) // max_size))  # nearest subsampling to fit
+        strip = strip[:, ::step, ::step] if step > 1 else strip
+    overlays = None
+    if "overlay" in views and h > 1:
+        overlays = np.stack(
+            [
+                overlay_pair(
+                    display[i],
+                    acts[i],
+                    int(top[i, 0]),
+                    colormap=colormap,
+                    alpha=alpha,
+                    mean_map=None if mean_maps is None else mean_maps[i],
+                )
+                for i in range(n)
+            ]
+        )
+    return LayerViews(
+        grid=grid,
+        mosaic=mosaic if "mosaic" in views else None,
+        topk=strip,
+        overlay=overlays,
+    )
