@@ -124,23 +124,22 @@ def bench_callback(rows, quick, tmp):
         def on_epoch_end(self, epoch, logs=None):
             self.times.append(time.perf_counter() - self.t)
 
-    epochs = 3 if quick else 5
-    results = {}
-    # Alternate plain/with-callback fits so drift in machine load hits both.
-    for label in ("plain", "callback", "plain2", "callback2"):
-        timer = Timer()
-        timer.times = []
-        cbs = [timer]
-        if label.startswith("callback"):
-            # Put the activation callback first: the timer's on_epoch_end then includes its work.
-            cbs = [
-                ActivationCallback(Probes(x[:8]), os.path.join(tmp, label), layers=["conv*"]),
-                timer,
-            ]
-        model().fit(x, y, batch_size=64, epochs=epochs, verbose=0, callbacks=cbs)
-        results.setdefault(label.rstrip("2"), []).extend(
-            timer.times[1:]
-        )  # epoch 0 includes tracing
+    epochs, rounds = (3, 1) if quick else (4, 3)
+    results: dict[str, list[float]] = {"plain": [], "callback": []}
+    # Alternate plain and with-callback fits so that changes in machine load hit both.
+    for r in range(rounds):
+        for label in ("plain", "callback"):
+            timer = Timer()
+            timer.times = []
+            cbs = [timer]
+            if label == "callback":
+                # The activation callback first: the timer's on_epoch_end then includes its work.
+                cb = ActivationCallback(
+                    Probes(x[:8]), os.path.join(tmp, f"cb{r}"), layers=["conv*"]
+                )
+                cbs = [cb, timer]
+            model().fit(x, y, batch_size=64, epochs=epochs, verbose=0, callbacks=cbs)
+            results[label].extend(timer.times[1:])  # epoch 0 includes tracing
     plain, cb = statistics.median(results["plain"]), statistics.median(results["callback"])
     rows.append(
         (
