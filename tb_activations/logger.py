@@ -17,7 +17,6 @@ from tb_activations.encode import (
     DEFAULT_COMPRESS_LEVEL,
     default_executor,
     encode_jpeg,
-    encode_many,
     encode_palette_png,
     encode_rgb_png,
 )
@@ -416,7 +415,7 @@ class ActivationLogger:
         if self._executor is None:
             self._executor = default_executor()
         records: dict[str, LayerRecord] = {}
-        jobs: list[tuple] = []
+        encoded: list = []  # futures, in slot order
         slots: list[tuple[str, str, int, int, str]] = []
         values: list = []
         pal = palette(self.colormap)
@@ -434,10 +433,11 @@ class ActivationLogger:
             means = None if mean_maps is None else mean_maps[info.path]
             record, layer_jobs, layer_slots = self._render_layer(info, a, pal, step, stats, means)
             records[info.path] = record
-            jobs.extend(layer_jobs)
+            # Encoding starts now, in the pool, while the next layers are rendered.
+            encoded.extend(self._executor.submit(fn, *args) for fn, *args in layer_jobs)
             slots.extend(layer_slots)
             values.extend(self._layer_values(record, a))
-        pngs = encode_many(self._executor, jobs)
+        pngs = [future.result() for future in encoded]
         # Group the PNGs of each (layer, view) into one image summary.
         start = 0
         for tag, desc, width, height, count in slots:
