@@ -11,8 +11,8 @@ pool encodes probes in parallel.
 from __future__ import annotations
 
 import io
-import zlib
 import os
+import zlib
 from concurrent.futures import Executor, ThreadPoolExecutor
 
 import numpy as np
