@@ -477,6 +477,7 @@ class ActivationLogger:
             alpha=self.alpha,
             max_size=self.max_image_size,
             mean_maps=mean_maps,
+            all_finite=stats.nonfinite_count == 0,
         )
         grid = rendered.grid
         record = LayerRecord(info=info, stats=stats, top=top, grid=grid, scale=(lo, hi))

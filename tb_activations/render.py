@@ -174,12 +174,19 @@ def value_range_from_stats(stats: Any, normalize: str = "layer") -> tuple[np.nda
     return lo, np.maximum(np.asarray(hi, np.float32), lo)
 
 
-def to_levels(acts: np.ndarray, lo: np.ndarray | float, hi: np.ndarray | float) -> np.ndarray:
+def to_levels(
+    acts: np.ndarray,
+    lo: np.ndarray | float,
+    hi: np.ndarray | float,
+    *,
+    all_finite: bool = False,
+) -> np.ndarray:
     """uint8 levels ``0..LEVELS-1`` of ``acts`` on the scale ``[lo, hi]``; NaN/Inf -> ``NAN_INDEX``.
 
     ``lo``/``hi`` broadcast against the last axis (per-channel scales). Where
     ``hi <= lo`` (a constant or all-zero map) every value gets level 0, the
-    colormap's low end: black in ``magma`` and ``gray``.
+    colormap's low end: black in ``magma`` and ``gray``. ``all_finite=True``
+    (the caller has counted no NaN/Inf) skips the search for them.
     """
     lo = np.asarray(lo, np.float32)
     # The span in float64: hi - lo can overflow float32 (e.g. -3e38..3e38).
@@ -190,12 +197,15 @@ def to_levels(acts: np.ndarray, lo: np.ndarray | float, hi: np.ndarray | float) 
     else:  # a subnormal span: 253 / span needs float64, and so does this (rare) map
         acts = np.asarray(acts, np.float64)
     with np.errstate(invalid="ignore", over="ignore"):
-        scaled = (acts - lo) * scale
+        # In place after the first operation: one float buffer for the whole chain.
+        scaled = np.subtract(acts, lo, dtype=np.result_type(acts, scale))
+        scaled *= scale
         np.clip(scaled, 0, LEVELS - 1, out=scaled)
         levels = np.rint(scaled, out=scaled).astype(np.uint8)
-    bad = ~np.isfinite(acts)
-    if bad.any():
-        levels[bad] = NAN_INDEX
+    if not all_finite:
+        bad = ~np.isfinite(acts)
+        if bad.any():
+            levels[bad] = NAN_INDEX
     return levels
 
 
@@ -495,6 +505,7 @@ def render_views(
     alpha: float = 0.5,
     max_size: int = DEFAULT_MAX_SIZE,
     mean_maps: np.ndarray | None = None,
+    all_finite: bool = False,
 ) -> LayerViews:
     """Render the mosaic, top-k strip and overlay of one layer for every probe.
 
@@ -510,10 +521,11 @@ def render_views(
         alpha: Heatmap opacity of the overlays.
         max_size: Cap on the long side of mosaic and strip.
         mean_maps: ``(N, H, W)`` channel means when already reduced (on the device).
+        all_finite: The caller has counted no NaN/Inf in ``acts``.
     """
     n, h, w, c = acts.shape
     layout = mosaic_layout(h, w, c, sep=1, max_size=max_size)
-    levels = to_levels(pool(acts, layout.factor), *scale)
+    levels = to_levels(pool(acts, layout.factor), *scale, all_finite=all_finite)
     mosaic, grid = mosaic_levels(levels, sep=1, layout=layout)
     strip = None
     if "topk" in views:
