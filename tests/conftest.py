@@ -82,6 +82,24 @@ def small_cnn(input_shape=(16, 16, 3), classes: int = 3, seed: int = 0):
     )
 
 
+def nested_backbone_model():
+    """A small MobileNetV2 backbone (random weights) nested in a Sequential: transfer learning."""
+    import keras
+
+    base = keras.applications.MobileNetV2(
+        weights=None, include_top=False, input_shape=(32, 32, 3), alpha=0.35
+    )
+    model = keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            base,
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(2),
+        ]
+    )
+    return base, model
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from tb_activations import ActivationExtractor, select_layers
-from tests.conftest import constant_channel_model, small_cnn
+from tests.conftest import constant_channel_model, nested_backbone_model, small_cnn
 
 ARTICLE_SHAPES = [
     (224, 224, 64), (224, 224, 64), (112, 112, 64),
@@ -32,17 +32,7 @@ def test_vgg16_article_layers_have_the_articles_shapes():
 
 
 def test_nested_backbone_layer_through_the_outer_model():
-    base = keras.applications.MobileNetV2(
-        weights=None, include_top=False, input_shape=(32, 32, 3), alpha=0.35
-    )
-    model = keras.Sequential(
-        [
-            keras.Input((32, 32, 3)),
-            base,
-            keras.layers.GlobalAveragePooling2D(),
-            keras.layers.Dense(2),
-        ]
-    )
+    base, model = nested_backbone_model()
     infos = select_layers(model, ["mobilenetv2*/block_1_expand_relu", "mobilenetv2*/Conv1"])
     ex = ActivationExtractor(model, infos, include_output=True)
     x = np.random.default_rng(0).random((2, 32, 32, 3)).astype(np.float32)

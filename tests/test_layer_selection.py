@@ -2,7 +2,7 @@ import keras
 import pytest
 
 from tb_activations import list_layers, select_layers
-from tests.conftest import small_cnn
+from tests.conftest import nested_backbone_model, small_cnn
 
 
 def test_default_selects_spatial_layers_in_model_order():
@@ -34,17 +34,7 @@ def test_unknown_name_lists_selectable_layers():
 
 
 def test_nested_backbone_paths_and_globs():
-    base = keras.applications.MobileNetV2(
-        weights=None, include_top=False, input_shape=(32, 32, 3), alpha=0.35
-    )
-    model = keras.Sequential(
-        [
-            keras.Input((32, 32, 3)),
-            base,
-            keras.layers.GlobalAveragePooling2D(),
-            keras.layers.Dense(2),
-        ]
-    )
+    base, model = nested_backbone_model()
     paths = [i.path for i in list_layers(model)]
     assert f"{base.name}/block_1_expand_relu" in paths
     got = select_layers(model, ["mobilenetv2*/block_1_expand_relu"])
