@@ -297,17 +297,12 @@ def expand_images(paths: Sequence[str]) -> list[str]:
     """
     from PIL import Image, UnidentifiedImageError
 
-    from tb_activations.probes import IMAGE_EXTENSIONS
+    from tb_activations.probes import IMAGE_EXTENSIONS, expand_image_paths
 
     files: list[str] = []
     for p in paths:
         if os.path.isdir(p):
-            found = [
-                os.path.join(root, name)
-                for root, dirs, names in sorted(os.walk(p))
-                for name in sorted(names)
-                if name.lower().endswith(IMAGE_EXTENSIONS)
-            ]
+            found = expand_image_paths([p])
             if not found:
                 raise UserError(
                     f"no image files in directory {p} (extensions: {', '.join(IMAGE_EXTENSIONS)})"

@@ -119,6 +119,18 @@ def require_int(args: Mapping[str, str], name: str, *, minimum: int = 0) -> int:
 # Helpers
 
 
+def _read_own_tensors(data_provider: Any, ctx: Any, experiment_id: str, run: str, tag: str):
+    """Every kept step of one tensor tag of this plugin, or ``None`` if the run has no such tag."""
+    series = data_provider.read_tensors(
+        ctx,
+        experiment_id=experiment_id,
+        plugin_name=metadata.PLUGIN_NAME,
+        downsample=READ_ALL,
+        run_tag_filter=_filter(run, [tag]),
+    )
+    return series.get(run, {}).get(tag)
+
+
 def _filter(run: str | None = None, tags: list[str] | None = None) -> tb_provider.RunTagFilter:
     return tb_provider.RunTagFilter(runs=None if run is None else [run], tags=tags)
 
@@ -300,14 +312,7 @@ def layer_stats(
         NotFoundError: if the run, layer or step is unknown.
     """
     tag = metadata.stats_tag(layer)
-    series = data_provider.read_tensors(
-        ctx,
-        experiment_id=experiment_id,
-        plugin_name=metadata.PLUGIN_NAME,
-        downsample=READ_ALL,
-        run_tag_filter=_filter(run, [tag]),
-    )
-    data = series.get(run, {}).get(tag)
+    data = _read_own_tensors(data_provider, ctx, experiment_id, run, tag)
     if data is None:
         raise errors.NotFoundError(f"No channel statistics for run {run!r}, layer {layer!r}.")
     steps = [d.step for d in data]
@@ -459,13 +464,7 @@ def predictions(data_provider, ctx, *, experiment_id: str, run: str) -> dict[str
         content = metadata.parse_plugin_metadata(series.plugin_content)
     except (TypeError, ValueError):
         return {**empty, "fields": list(metadata.PREDICTION_FIELDS), "steps": []}
-    data = data_provider.read_tensors(
-        ctx,
-        experiment_id=experiment_id,
-        plugin_name=metadata.PLUGIN_NAME,
-        downsample=READ_ALL,
-        run_tag_filter=_filter(run, [tag]),
-    )[run][tag]
+    data = _read_own_tensors(data_provider, ctx, experiment_id, run, tag) or []
     steps = []
     for datum in data:
         array = np.asarray(datum.numpy, dtype=np.float64)

@@ -216,7 +216,7 @@ class Probes:
             )
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
-        files = _expand_paths(paths)
+        files = expand_image_paths(paths)
         if not files:
             raise ValueError(
                 f"No image files found in {[os.fspath(p) for p in paths]} (extensions: {', '.join(IMAGE_EXTENSIONS)})."
@@ -274,7 +274,7 @@ class Probes:
                 raise ValueError(
                     f"Invalid value for argument `source`: {os.fspath(source)!r} is not a directory."
                 )
-            files = _expand_paths([source])[:take]
+            files = expand_image_paths([source])[:take]
             labels = [os.path.basename(os.path.dirname(f)) for f in files]
             root = os.path.normpath(os.fspath(source))
             has_classes = any(os.path.normpath(os.path.dirname(f)) != root for f in files)
@@ -342,7 +342,8 @@ def _from_tf_dataset(cls, dataset, *, take, target_size, preprocess, class_names
     return cls(arr, preprocess=preprocess, labels=out_labels)
 
 
-def _expand_paths(paths: Iterable[str | os.PathLike]) -> list[str]:
+def expand_image_paths(paths: Iterable[str | os.PathLike]) -> list[str]:
+    """``paths`` with directories replaced by their image files (recursive, sorted)."""
     files: list[str] = []
     for p in paths:
         p = os.fspath(p)
