@@ -269,11 +269,12 @@ class Diagnostics:
         self.history.extend(history)
         self._warned_output = warned
 
-    def pin(self, acts: dict[str, np.ndarray]) -> None:
-        """Pin ``acts`` (one array per layer) as the drift reference."""
+    def pin(self, acts: dict[str, np.ndarray], grams: dict[str, np.ndarray] | None = None) -> None:
+        """Pin ``acts`` (one array per layer) as the drift reference; ``grams`` as in :meth:`values`."""
         if self.tracker is not None:
             for info in self.layers:
-                self.tracker.pin(info.path, acts[info.path])
+                gram = None if grams is None else grams.get(info.path)
+                self.tracker.pin(info.path, acts[info.path], gram=gram)
 
     def values(
         self,

@@ -391,10 +391,16 @@ class DriftTracker:
         state.top = None if top is None else np.array(top, copy=True)
         return out
 
-    def pin(self, layer: str, acts: np.ndarray) -> None:
-        """Cache the centred Gram of ``acts`` as the reference of ``layer`` (replacing any earlier one)."""
+    def pin(self, layer: str, acts: np.ndarray, *, gram: np.ndarray | None = None) -> None:
+        """Cache the centred Gram of ``acts`` as the reference of ``layer`` (replacing any earlier one).
+
+        ``gram`` is the uncentred ``X @ X.T`` when already reduced, as in :meth:`update`.
+        """
         state = self._layers.get(layer)
-        gram, idx = self._centred(layer, acts, state)
+        if gram is not None and self.positions is None:
+            gram, idx = center_gram(gram, debiased=self.debiased), None
+        else:
+            gram, idx = self._centred(layer, acts, state)
         if state is None:
             # Pinned before the first log: that log still becomes the first step.
             state = self._layers[layer] = _LayerState(positions=idx)

@@ -384,10 +384,14 @@ class ActivationLogger:
         """
         if self._closed:
             raise RuntimeError("This ActivationLogger is closed; create a new one to log again.")
-        acts = self.activations()
-        self._diagnostics.pin(acts)
+        # The same traced pass as log(): no second trace, Grams and scales reduced on the device.
+        result = self.extractor.run_with_summaries(self.probes.inputs)
+        self._diagnostics.pin(result.activations, result.grams)
         if self.normalize == "first":
-            self._fixed_scales = {i.path: value_range(acts[i.path], "layer") for i in self.layers}
+            self._fixed_scales = {
+                i.path: self._scale_of(i, result.activations[i.path], result.stats[i.path])
+                for i in self.layers
+            }
 
     def close(self) -> None:
         """Flush and close the event file; the logger cannot log afterwards."""
@@ -516,6 +520,14 @@ class ActivationLogger:
                 lo, hi = np.minimum(fixed[0], lo), np.maximum(fixed[1], hi)
             fixed = self._fixed_scales[info.path] = (lo, hi)
         return fixed
+
+    @staticmethod
+    def _scale_of(info: LayerInfo, a: np.ndarray, reduced: np.ndarray) -> tuple[Any, Any]:
+        """The layer scale of ``a`` from its device-reduced statistics (host pass if they overflowed)."""
+        if a.shape[-1] == 0 or not np.isfinite(reduced).all():
+            return value_range(a, "layer")
+        stats = ChannelStats.from_reduced(reduced, a.shape[1] * a.shape[2])
+        return value_range_from_stats(stats, "layer")
 
     def _layer_values(self, record: LayerRecord, a: np.ndarray) -> list:
         info, stats = record.info, record.stats

@@ -183,3 +183,16 @@ def test_size_cap_limits_written_images(tmp_path):
     w, h, pngs = images_at(read_run(tmp_path / "activations"), "c/mosaic")
     assert max(w, h) <= 128
     assert all(max(p.size) <= 128 for p in pngs)
+
+
+def test_pin_reference_reuses_the_traced_pass(tmp_path, images):
+    logger = ActivationLogger(small_cnn(), images, tmp_path, layers=["conv2"])
+    logger.log(0)
+    logger.pin_reference()
+    records = logger.log(1)
+    ex = logger.extractor
+    assert ex._fn_summaries.experimental_get_tracing_count() == 1
+    assert ex._fn.experimental_get_tracing_count() == 0
+    assert records["conv2"].stats.mean.shape == (3, 6)
+    acc = read_run(tmp_path / "activations")
+    assert scalar_values(acc, "conv2/cka_reference") == [pytest.approx(1.0)]
