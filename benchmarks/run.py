@@ -4,11 +4,14 @@ Usage: ``python benchmarks/run.py`` (full, several minutes on 2 cores) or
 ``python benchmarks/run.py --quick`` (CI-sized). Prints a markdown table.
 
 Workloads (issue "Performance"); the probes are random pixels (the worst case
-for image compression) unless said otherwise:
+for image compression) unless said otherwise: real photographs (crops of the
+two that scikit-learn ships) and drawn images (examples/images) are run too.
   1. ``log()`` against the bare forward pass of the same probes, VGG16
      (``weights=None``, 8 probes 224x224): the five pooling layers, and all 18
      conv/pool layers.
-  2. Event bytes per logged step, at full resolution and with ``max_image_size``.
+  2. Event bytes per logged step (steady state: the probe images, written
+     once, are not counted), at full resolution and with the size knobs
+     ``overlay_quality`` and ``max_image_size``.
   3. Callback overhead on a small CNN: 3 conv layers, 32x32x3, 4096 samples,
      batch 64, 8 probes, every epoch, every conv layer.
   4. Memory: RSS before and after many ``log()`` calls, against the bytes of
@@ -69,7 +72,8 @@ def bench_log(rows, model, probes, layers, label, repeat, tmp, **kwargs):
     forward(x)  # trace
     log_dir = os.path.join(tmp, label.replace(" ", "_"))
     logger = ActivationLogger(model, probes, log_dir, layers=layers, **kwargs)
-    logger.log(0)  # build + trace
+    logger.log(0)  # build + trace; also writes the probe images, once
+    first = run_bytes(logger.run_dir)
     step = iter(range(1, 10_000))
     # Interleave so that both see the same machine load.
     fwd, lg = [], []
@@ -77,7 +81,7 @@ def bench_log(rows, model, probes, layers, label, repeat, tmp, **kwargs):
         fwd.append(median_time(lambda: forward(x), 1))
         lg.append(median_time(lambda: logger.log(next(step)), 1))
     f, g = statistics.median(fwd), statistics.median(lg)
-    size = run_bytes(logger.run_dir) / (repeat + 1)
+    size = (run_bytes(logger.run_dir) - first) / repeat  # each step flushes: steady-state bytes
     logger.close()
     rows.append(
         (
@@ -324,6 +328,23 @@ def bench_tf_explain(rows, model, x, layer_names, tmp):
     return total
 
 
+def _photo_probes(n: int, size: int):
+    """``n`` crops of the two photographs scikit-learn ships (china.jpg, flower.jpg; offline)."""
+    try:
+        from sklearn.datasets import load_sample_images
+    except ImportError:
+        return None
+    from PIL import Image
+
+    photos = load_sample_images().images  # (427, 640, 3) each
+    corners = [(0, 0), (0, 300), (200, 100), (200, 400)]
+    crops = [
+        photos[i % 2][y : y + 224, x : x + 224]
+        for i, (y, x) in ((i, corners[(i // 2) % 4]) for i in range(n))
+    ]
+    return np.stack([np.asarray(Image.fromarray(c).resize((size, size))) for c in crops])
+
+
 def _drawn_probes(n: int, size: int):
     """``n`` variants (shifted) of the drawn sample images shipped in examples/images/."""
     from PIL import Image
@@ -372,6 +393,12 @@ def main(argv=None) -> int:
             repeat,
             tmp,
         )
+        photos = _photo_probes(n, size)
+        if photos is not None:
+            # Real photographs: what probes usually are.
+            photo_probes = Probes(photos, preprocess=keras.applications.vgg16.preprocess_input)
+            label = f"VGG16, {n} photographs (scikit-learn's samples), 5 pooling layers"
+            bench_log(rows, model, photo_probes, pools, label, repeat, tmp)
         drawn = _drawn_probes(n, size)
         if drawn is not None:
             # Random pixels are the worst case for PNG/JPEG; drawn pictures compress as photos do.
@@ -386,6 +413,16 @@ def main(argv=None) -> int:
             f"VGG16, {n} probes, all 18 conv/pool layers",
             max(2, repeat - 2),
             tmp,
+        )
+        bench_log(
+            rows,
+            model,
+            probes,
+            pools,
+            "VGG16, 5 pooling layers, overlay_quality=75",
+            max(2, repeat - 2),
+            tmp,
+            overlay_quality=75,
         )
         bench_log(
             rows,

@@ -446,6 +446,8 @@ def cmd_log(args: argparse.Namespace) -> int:
             colormap=args.colormap,
             normalize=args.normalize,
             run_name=args.run_name,
+            max_image_size=args.max_image_size,
+            overlay_quality=args.overlay_quality,
         )
     except ValueError as err:
         raise UserError(_no_match_message(err)) from None
@@ -481,6 +483,7 @@ def cmd_log(args: argparse.Namespace) -> int:
                 rank_by=args.rank_by,
                 colormap=args.colormap,
                 normalize=args.normalize,
+                max_image_size=args.max_image_size,
                 records=records,
                 on_layer=on_layer,
             )
@@ -576,6 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run '%(prog)s COMMAND --help' for the options of a command.",
     )
     from tb_activations import __version__, demo
+    from tb_activations.render import DEFAULT_MAX_SIZE
 
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -636,6 +640,21 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("layer", "channel"),
         default="layer",
         help="one colour scale per layer or per channel (default: layer)",
+    )
+    p.add_argument(
+        "--max-image-size",
+        type=int,
+        default=DEFAULT_MAX_SIZE,
+        metavar="PX",
+        help="cap on the long side of every image; larger ones are shrunk to fit: the knob "
+        "that trades resolution for file size (default: %(default)s)",
+    )
+    p.add_argument(
+        "--overlay-quality",
+        type=int,
+        default=90,
+        metavar="Q",
+        help="JPEG quality of the overlays in TensorBoard, 1-95 (default: %(default)s)",
     )
     p.add_argument("--step", type=int, default=0, metavar="N", help="TensorBoard step (default: 0)")
     p.add_argument(

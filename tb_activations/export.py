@@ -28,6 +28,7 @@ from tb_activations.colormaps import palette
 from tb_activations.encode import encode_palette_png, encode_rgb_png
 from tb_activations.render import (
     DEFAULT_MAX_SIZE,
+    fit_overlay_display,
     render_views,
     value_range,
 )
@@ -102,7 +103,7 @@ def save_pngs(
         colormap: Colormap name. Defaults to ``"magma"``.
         normalize: ``"layer"`` (default) or ``"channel"``.
         alpha: Heatmap opacity of the overlay. Defaults to 0.5.
-        max_image_size: Cap on the long side of mosaics and strips. Defaults to 2048.
+        max_image_size: Cap on the long side of mosaics, strips and overlays. Defaults to 2048.
         views: Which of ``"mosaic"``, ``"topk"``, ``"overlay"`` to write. Defaults to all.
         records: ``ActivationLogger.log()``'s result for the same activations;
             when given, its colour scales and top channels are used, so that the
@@ -126,6 +127,7 @@ def save_pngs(
             f"Invalid value for argument `names`: expected {display.shape[0]} names (one per probe). Received {len(names)}."
         )
     pal = palette(colormap)
+    display = fit_overlay_display(display, max_image_size)  # once, not per layer
     folders = [os.path.join(os.fspath(out_dir), safe_name(n)) for n in names]
     written: list[str] = []
     for path, a in acts.items():

@@ -387,6 +387,26 @@ def overlay_pair(
     return out
 
 
+def fit_overlay_display(display: np.ndarray, max_size: int, sep: int = 1) -> np.ndarray:
+    """Probe images ``(N, H, W, 3)`` shrunk so that an overlay pair fits ``max_size`` px.
+
+    The pair is ``2 * W + sep`` px wide: larger probes are box-filtered down
+    (an area average, like the mean-pooled mosaics), keeping their aspect.
+    Returns ``display`` itself when it already fits, so that callers may cache
+    the result and pass it again at no cost.
+    """
+    n, h, w = display.shape[:3]
+    if max_size is None or max_size <= 0 or max(h, 2 * w + sep) <= max_size:
+        return display
+    from PIL import Image
+
+    s = min(max_size / h, (max_size - sep) / (2 * w))
+    size = (max(1, math.floor(w * s)), max(1, math.floor(h * s)))
+    return np.stack(
+        [np.asarray(Image.fromarray(display[i]).resize(size, Image.BOX)) for i in range(n)]
+    )
+
+
 def render_mosaic(
     acts: np.ndarray,
     *,
@@ -484,8 +504,9 @@ class LayerViews:
         grid: Geometry of the mosaic, in its pixels.
         mosaic: uint8 palette indices ``(N, grid.height, grid.width)``, or ``None``.
         topk: uint8 palette indices ``(N, h, w)`` of the top-k strips, or ``None``.
-        overlay: uint8 RGB ``(N, H, 2 * W + 1, 3)`` at the probes' size, or ``None``
-            (not asked, or maps one pixel tall: no position to overlay).
+        overlay: uint8 RGB ``(N, H, 2 * W + 1, 3)`` at the probes' size (shrunk to
+            fit ``max_size``), or ``None`` (not asked, or maps one pixel tall:
+            no position to overlay).
     """
 
     grid: Grid
@@ -519,7 +540,7 @@ def render_views(
         views: Which views to render.
         colormap: Colormap of the overlays (mosaic and strip are palette indices).
         alpha: Heatmap opacity of the overlays.
-        max_size: Cap on the long side of mosaic and strip.
+        max_size: Cap on the long side of mosaic, strip and overlay.
         mean_maps: ``(N, H, W)`` channel means when already reduced (on the device).
         all_finite: The caller has counted no NaN/Inf in ``acts``.
     """
@@ -534,6 +555,7 @@ def render_views(
         strip = strip[:, ::step, ::step] if step > 1 else strip
     overlays = None
     if "overlay" in views and h > 1:
+        display = fit_overlay_display(display, max_size)
         overlays = np.stack(
             [
                 overlay_pair(

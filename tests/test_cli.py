@@ -226,6 +226,22 @@ def test_log_model_file_writes_events_and_pngs(model_file, image_dir, tmp_path):
     assert not glob.glob(str(png_dir / "**" / ".tmp-*"), recursive=True)
 
 
+def test_log_max_image_size_caps_events_and_pngs(model_file, image_dir, tmp_path):
+    proc = run_cli(
+        "log", model_file, image_dir / "cat.png", "--layers", "conv_a", "--max-image-size", "20",
+        "--overlay-quality", "50", "--log-dir", "logs", "--png-dir", "png", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    acc = read_run(tmp_path / "logs" / "activations")
+    for view in metadata.VIEWS:  # 16x16x4 maps: a 33 px mosaic, a 33 px overlay pair
+        width, height, tb_images = images_at(acc, metadata.view_tag("conv_a", view))
+        assert max(width, height) <= 20, view
+        with Image.open(tmp_path / "png" / "cat" / f"conv_a_{view}.png") as png:
+            assert png.size == tb_images[0].size == (width, height), view
+    proc = run_cli("log", model_file, image_dir, "--overlay-quality", "0", cwd=tmp_path)
+    assert_user_error(proc, "overlay_quality", "1..95")
+
+
 def test_log_quiet_png_only(model_file, image_dir, tmp_path):
     proc = run_cli("log", model_file, image_dir / "cat.png", "--png-dir", "out", "-q", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr

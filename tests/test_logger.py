@@ -180,9 +180,37 @@ def test_size_cap_limits_written_images(tmp_path):
         model, np.zeros((1, 64, 64, 1), np.uint8), tmp_path, max_image_size=128
     ) as logger:
         logger.log(0)
-    w, h, pngs = images_at(read_run(tmp_path / "activations"), "c/mosaic")
-    assert max(w, h) <= 128
-    assert all(max(p.size) <= 128 for p in pngs)
+    acc = read_run(tmp_path / "activations")
+    for view in ("mosaic", "topk", "overlay"):
+        w, h, pngs = images_at(acc, f"c/{view}")
+        assert max(w, h) <= 128, view
+        assert all(p.size == (w, h) for p in pngs), view
+    # The overlay pair of a 64x64 probe (129 px) is drawn on the probe shrunk to 63x63.
+    assert images_at(acc, "c/overlay")[:2] == (2 * 63 + 1, 63)
+
+
+def test_overlay_quality_trades_bytes(tmp_path):
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, (2, 48, 48, 3), dtype=np.uint8)
+    inputs = keras.Input((48, 48, 3))
+    model = keras.Model(inputs, keras.layers.Conv2D(4, 3, name="c")(inputs))
+    sizes = {}
+    for q in (30, 95):
+        with ActivationLogger(
+            model, noise, tmp_path / str(q), views=["overlay"], overlay_quality=q
+        ) as logger:
+            logger.log(0)
+        acc = read_run(tmp_path / str(q) / "activations")
+        w, h, jpegs = images_at(acc, "c/overlay")
+        assert (w, h) == (97, 48) and [j.format for j in jpegs] == ["JPEG", "JPEG"]
+        sizes[q] = acc.Tensors("c/overlay")[-1].tensor_proto.ByteSize()
+    assert sizes[30] < 0.5 * sizes[95]
+
+
+@pytest.mark.parametrize("bad", [0, 96, 90.0, True, "90"])
+def test_overlay_quality_is_checked(tmp_path, bad):
+    with pytest.raises(ValueError, match=r"overlay_quality.*1\.\.95.*Received"):
+        ActivationLogger(small_cnn(), np.zeros((1, 16, 16, 3)), tmp_path, overlay_quality=bad)
 
 
 def test_pin_reference_reuses_the_traced_pass(tmp_path, images):

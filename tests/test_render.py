@@ -8,6 +8,7 @@ from tb_activations.colormaps import BACKGROUND_INDEX, LEVELS, NAN_INDEX, palett
 from tb_activations.render import (
     STRIP_CELL,
     TOPK_MIN_CELL,
+    fit_overlay_display,
     grid_shape,
     mosaic_layout,
     mosaic_levels,
@@ -115,6 +116,18 @@ def test_overlay_shape_and_blend():
     assert (out == 100).all()  # grey 200 blended with black
     pair = overlay_pair(image, np.random.default_rng(0).random((2, 2, 3), dtype=np.float32), 1)
     assert pair.shape == (8, 21, 3)
+
+
+def test_fit_overlay_display_shrinks_large_probes_only():
+    display = np.zeros((2, 300, 200, 3), np.uint8)
+    display[:, :, 100:] = 255  # right half white
+    assert fit_overlay_display(display, 401) is display  # 2 * 200 + 1 fits
+    small = fit_overlay_display(display, 201)
+    # (201 - 1) / 400 = 0.5: 150 x 100, aspect kept, the box filter keeps the halves.
+    assert small.shape == (2, 150, 100, 3) and small.dtype == np.uint8
+    assert (small[:, :, :50] == 0).all() and (small[:, :, 50:] == 255).all()
+    tall = fit_overlay_display(np.zeros((1, 1000, 10, 3), np.uint8), 100)
+    assert tall.shape == (1, 100, 1, 3)
 
 
 def test_colormaps_come_from_matplotlib():
