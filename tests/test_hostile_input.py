@@ -179,11 +179,11 @@ def test_1024x1024_maps_are_pooled_to_the_size_cap(tmp_path):
     # 2 cells of 1024 px side by side do not fit 2048 px: pooled by 2.
     assert (record.grid.cols, record.grid.cell_h, record.grid.cell_w) == (2, 512, 512)
     acc = read_run(tmp_path / RUN)
-    for view in ("mosaic", "topk"):
+    for view in ("mosaic", "topk", "overlay"):
         width, height, _ = images_at(acc, f"big/{view}")
         assert max(width, height) <= 2048, view
-    width, height, _ = images_at(acc, "big/overlay")  # at the probe's own size
-    assert (width, height) == (2 * 1024 + 1, 1024)
+    width, height, _ = images_at(acc, "big/overlay")  # on the probe shrunk to fit: 1023 px
+    assert (width, height) == (2 * 1023 + 1, 1023)
     (levels,) = mosaic_indices(acc, "big/mosaic")
     # Pooled ramp: channel 0 rises left to right, channel 1 (negated) falls.
     assert levels[0, 0] < levels[-1, 510] and levels[0, 513] > levels[-1, 1023 - 1]
