@@ -105,6 +105,7 @@ class ActivationCallback(keras.callbacks.Callback):
         self.logger_kwargs = logger_kwargs
         self.logger = None
         self.failures = 0
+        self._session_pending = False  # set by on_train_begin: each fit starts a session
         self.writes = True  # False on non-chief workers, set at on_train_begin
         # Check the options now (a typo should fail at construction, not after an epoch).
         from tb_activations.logger import ActivationLogger
@@ -131,6 +132,18 @@ class ActivationCallback(keras.callbacks.Callback):
             )
             self.logger.extractor  # noqa: B018  (build it now, outside the timed epochs)
         self.writes = _should_write(self.model)
+        self._session_pending = True
+        if self.freq != "epoch":
+            # Batch steps are optimizer.iterations: this fit's first step is the next one.
+            self.logger._begin_session(self._global_batch(-1) + 1)
+            self._session_pending = False
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        if self._session_pending and self.logger is not None:
+            # Each fit is a session of the run: steps from its first epoch on that an
+            # earlier session wrote (a restart from an older checkpoint) are superseded.
+            self.logger._begin_session(epoch)
+            self._session_pending = False
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if epoch == self.pin_reference_at_epoch and self.logger is not None and self.writes:

@@ -236,6 +236,10 @@ class ActivationLogger:
         self._executor = None
         self._closed = False
         self._probes_written = False
+        # A logger is a session of its run: its first log() writes SessionLog.START
+        # (at `_restart_step` if the callback set one), see SummaryWriter.start_session.
+        self._needs_start = True
+        self._restart_step: int | None = None
         # Drift, predictions and channel probes (tb_activations.diagnostics).
         self._want_output = resolve_predictions(model, predictions)
         self._diagnostics = Diagnostics(
@@ -360,6 +364,11 @@ class ActivationLogger:
             self._fixed_scales = checkpoint[1]
             raise
         try:
+            if self._needs_start:
+                start = (
+                    int(step) if self._restart_step is None else min(self._restart_step, int(step))
+                )
+                self._writer.start_session(start)
             self._writer.write(int(step), values)
         except BaseException as err:
             self._diagnostics.rollback(checkpoint[0])
@@ -372,7 +381,13 @@ class ActivationLogger:
                 ) from err
             raise
         self._probes_written = True
+        self._needs_start, self._restart_step = False, None
         return records
+
+    def _begin_session(self, step: int) -> None:
+        """Training (re)starts at ``step``: the next log() supersedes what this run holds from
+        ``step`` on (a ``fit`` resumed from an older checkpoint)."""
+        self._needs_start, self._restart_step = True, int(step)
 
     def _abandon_event_file(self) -> None:
         """Close the event file after a failed write: later steps go to a new file, so a

@@ -153,6 +153,22 @@ class SummaryWriter:
         self._writer.write(serialize_event(step, values, wall_time=wall_time))
         self._writer.flush()
 
+    def start_session(self, step: int) -> None:
+        """Write TensorBoard's ``SessionLog.START`` at ``step`` (flushed with the next write).
+
+        Both TensorBoard loaders then drop what earlier sessions of this run
+        wrote at ``step`` or later: a run restarted from an older checkpoint
+        shows one timeline, not two overlapping ones. (The Python loader
+        takes the first START of a run as its beginning and purges from the
+        second on; the Rust loader purges at each: the same view, as the first
+        START of a run has nothing before it.)
+        """
+        if self._writer is None:
+            self._open()
+        event = event_pb2.Event(wall_time=time.time(), step=int(step))
+        event.session_log.status = event_pb2.SessionLog.START
+        self._writer.write(event.SerializeToString())
+
     def close(self) -> None:
         """Flush and close the event file (idempotent); a later write opens a new file."""
         if self._writer is not None:

@@ -23,6 +23,21 @@ def read_run(run_dir: str):
     return acc
 
 
+def session_starts(run_dir) -> list[int]:
+    """Steps of the ``SessionLog.START`` events in ``run_dir``'s event files, in file order."""
+    from pathlib import Path
+
+    from tensorboard.backend.event_processing import event_file_loader
+    from tensorboard.compat.proto import event_pb2
+
+    return [
+        event.step
+        for path in sorted(Path(run_dir).glob("events.out.tfevents.*"))
+        for event in event_file_loader.EventFileLoader(str(path)).Load()
+        if event.HasField("session_log") and event.session_log.status == event_pb2.SessionLog.START
+    ]
+
+
 def tensor_tags(acc) -> set[str]:
     return set(acc.Tags()["tensors"])
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from tb_activations import ActivationCallback, Probes
-from tests.conftest import images_at, read_run, small_cnn, steps_of
+from tests.conftest import images_at, read_run, session_starts, small_cnn, steps_of
 
 
 def _data(n=64, seed=0):
@@ -79,6 +79,19 @@ def test_resumed_fit_continues_epoch_steps(tmp_path):
     model.fit(x, y, epochs=2, verbose=0, callbacks=[cb])
     model.fit(x, y, epochs=4, initial_epoch=2, verbose=0, callbacks=[cb])
     assert steps_of(read_run(tmp_path / "activations"), "pool1/mosaic") == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("freq, starts", [("epoch", [0, 2]), (3, [1, 9])])
+def test_each_fit_starts_a_session_at_its_first_step(tmp_path, freq, starts):
+    """SessionLog.START at the first epoch (or the batch after optimizer.iterations) of each
+    fit: TensorBoard drops what an earlier session wrote from there on (a restart)."""
+    x, y = _data()
+    model = small_cnn()
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    cb = ActivationCallback(Probes(x[:1]), tmp_path, layers=["pool1"], freq=freq)
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[cb])  # 8 batches
+    model.fit(x, y, epochs=4, initial_epoch=2, batch_size=16, verbose=0, callbacks=[cb])
+    assert session_starts(tmp_path / "activations") == starts
 
 
 def test_logging_failure_warns_and_training_continues(tmp_path):

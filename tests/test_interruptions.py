@@ -112,6 +112,60 @@ def test_a_resumed_fit_continues_the_steps_without_duplicates(tmp_path, resume_w
     assert str(files[-1]) not in _open_files()  # on_train_end closed it
 
 
+def _restarted_from_an_older_checkpoint(tmp_path: Path, resume_with: str) -> Path:
+    """Epochs 0-5 logged, then training restarts at epoch 3 and runs epochs 3-4."""
+    x, y = _data()
+    probes = Probes(x[:4])
+    model, checkpoint = _model(), {}
+
+    def keep(epoch, logs):
+        if epoch == 2:
+            checkpoint["weights"] = model.get_weights()
+
+    cb = ActivationCallback(probes, tmp_path, layers=["conv*"])
+    saver = keras.callbacks.LambdaCallback(on_epoch_end=keep)
+    model.fit(x, y, epochs=6, batch_size=16, verbose=0, callbacks=[cb, saver])
+    if resume_with == "new callback":  # a new process: a new logger, a new event file
+        cb = ActivationCallback(probes, tmp_path, layers=["conv*"])
+    model.set_weights(checkpoint["weights"])  # back to the end of epoch 2
+    model.fit(x, y, epochs=5, initial_epoch=3, batch_size=16, verbose=0, callbacks=[cb])
+    assert cb.failures == 0
+    return tmp_path / "activations"
+
+
+@pytest.mark.parametrize("resume_with", ["same callback", "new callback"])
+def test_a_restart_from_an_older_checkpoint_supersedes_the_later_steps(tmp_path, resume_with):
+    from tensorboard.backend.event_processing import plugin_event_accumulator
+
+    run_dir = _restarted_from_an_older_checkpoint(tmp_path, resume_with)
+    # The accumulator of TensorBoard's Python loader (`--load_fast=false`). (The legacy
+    # `event_accumulator` that read_run uses never purges tensors; the server does not use it.)
+    acc = plugin_event_accumulator.EventAccumulator(str(run_dir), size_guidance={"tensors": 0})
+    acc.Reload()
+    for tag in CORE:  # one timeline: the old 3, 4 and 5 are gone
+        assert [e.step for e in acc.Tensors(tag)] == [0, 1, 2, 3, 4], tag
+    # On disk, nothing was deleted: the first session's steps 3-5 are still in its file.
+    assert steps_of(read_run(run_dir), "conv1/mosaic") == [0, 1, 2, 3, 4, 5, 3, 4]
+    first_session_end = acc.Tensors("conv1/mosaic")[2].wall_time
+    assert all(e.wall_time > first_session_end for e in acc.Tensors("conv1/mosaic")[3:])
+
+
+@pytest.mark.parametrize("load_fast", [True, False], ids=["rust_loader", "python_loader"])
+def test_the_dashboard_shows_one_timeline_after_a_restart(tmp_path, load_fast):
+    from tests.test_dashboard_e2e import TensorBoard
+
+    _restarted_from_an_older_checkpoint(tmp_path / "logs", "new callback")
+    board = TensorBoard(str(tmp_path / "logs"), tmp_path, load_fast=load_fast)
+    try:
+        board.wait_listening()
+        board.wait_plugin_enabled()
+        layers = board.get_json("/data/plugin/activations/layers?run=activations")
+        assert layers["logged_steps"] == [0, 1, 2, 3, 4]
+        assert all(layer["steps"] == [0, 1, 2, 3, 4] for layer in layers["layers"])
+    finally:
+        board.stop()
+
+
 def test_a_killed_process_keeps_every_finished_log(tmp_path):
     """SIGKILL in the middle of the fourth log(): no finalizer, no atexit, no flush on exit."""
     script = textwrap.dedent(

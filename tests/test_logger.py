@@ -12,6 +12,7 @@ from tests.conftest import (
     images_at,
     read_run,
     scalar_values,
+    session_starts,
     small_cnn,
     steps_of,
 )
@@ -211,6 +212,15 @@ def test_overlay_quality_trades_bytes(tmp_path):
 def test_overlay_quality_is_checked(tmp_path, bad):
     with pytest.raises(ValueError, match=r"overlay_quality.*1\.\.95.*Received"):
         ActivationLogger(small_cnn(), np.zeros((1, 16, 16, 3)), tmp_path, overlay_quality=bad)
+
+
+def test_a_logger_is_one_session_starting_at_its_first_step(tmp_path, images):
+    with ActivationLogger(small_cnn(), images, tmp_path, layers=["conv2"]) as logger:
+        for step in (5, 6):
+            logger.log(step)
+    with ActivationLogger(small_cnn(), images, tmp_path, layers=["conv2"]) as logger:
+        logger.log(6)  # a second process, restarted at step 6: TensorBoard drops the old 6
+    assert session_starts(tmp_path / "activations") == [5, 6]
 
 
 def test_pin_reference_reuses_the_traced_pass(tmp_path, images):
