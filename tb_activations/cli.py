@@ -448,6 +448,8 @@ def cmd_log(args: argparse.Namespace) -> int:
             run_name=args.run_name,
             max_image_size=args.max_image_size,
             overlay_quality=args.overlay_quality,
+            # One step per call, in any order: a call at step 5 must not hide step 10.
+            session_start=False,
         )
     except ValueError as err:
         raise UserError(_no_match_message(err)) from None

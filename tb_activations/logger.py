@@ -103,6 +103,12 @@ class ActivationLogger:
         run_name: Sub-folder of ``log_dir``. Defaults to ``"activations"``.
         resize_probes: Resize probes that do not match the model's input size
             instead of raising. Defaults to ``False``.
+        session_start: Start a session of the run at the first :meth:`log`
+            (TensorBoard's ``SessionLog.START``): what earlier processes wrote
+            to this run at that step or later is dropped from TensorBoard's
+            view, so a restart from an older checkpoint shows one timeline.
+            Defaults to ``True``; ``False`` adds steps to the run in any order
+            (the command line does, one step per call).
         drift: Write per-layer drift scalars (linear CKA against the first
             step, the previous step and a pinned reference; newly dead,
             saturated, top-k overlap, channel rank correlation) and the
@@ -150,6 +156,7 @@ class ActivationLogger:
         overlay_quality: int = 90,
         run_name: str = metadata.DEFAULT_RUN_NAME,
         resize_probes: bool = False,
+        session_start: bool = True,
         drift: bool = True,
         cka: str | None = None,
         cka_positions: int | None = None,
@@ -238,7 +245,8 @@ class ActivationLogger:
         self._probes_written = False
         # A logger is a session of its run: its first log() writes SessionLog.START
         # (at `_restart_step` if the callback set one), see SummaryWriter.start_session.
-        self._needs_start = True
+        self.session_start = bool(session_start)
+        self._needs_start = self.session_start
         self._restart_step: int | None = None
         # Drift, predictions and channel probes (tb_activations.diagnostics).
         self._want_output = resolve_predictions(model, predictions)
@@ -387,7 +395,8 @@ class ActivationLogger:
     def _begin_session(self, step: int) -> None:
         """Training (re)starts at ``step``: the next log() supersedes what this run holds from
         ``step`` on (a ``fit`` resumed from an older checkpoint)."""
-        self._needs_start, self._restart_step = True, int(step)
+        if self.session_start:
+            self._needs_start, self._restart_step = True, int(step)
 
     def _abandon_event_file(self) -> None:
         """Close the event file after a failed write: later steps go to a new file, so a

@@ -13,7 +13,7 @@ from PIL import Image
 
 from tb_activations import metadata
 from tb_activations.cli import main
-from tests.conftest import images_at, read_run, steps_of
+from tests.conftest import images_at, read_run, session_starts, steps_of
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KINGFISHER = os.path.join(ROOT, "examples", "images", "kingfisher.png")
@@ -238,6 +238,8 @@ def test_log_max_image_size_caps_events_and_pngs(model_file, image_dir, tmp_path
         assert max(width, height) <= 20, view
         with Image.open(tmp_path / "png" / "cat" / f"conv_a_{view}.png") as png:
             assert png.size == tb_images[0].size == (width, height), view
+    # One step per call, in any order: no SessionLog.START that would hide later steps.
+    assert session_starts(tmp_path / "logs" / "activations") == []
     proc = run_cli("log", model_file, image_dir, "--overlay-quality", "0", cwd=tmp_path)
     assert_user_error(proc, "overlay_quality", "1..95")
 

@@ -221,6 +221,11 @@ def test_a_logger_is_one_session_starting_at_its_first_step(tmp_path, images):
     with ActivationLogger(small_cnn(), images, tmp_path, layers=["conv2"]) as logger:
         logger.log(6)  # a second process, restarted at step 6: TensorBoard drops the old 6
     assert session_starts(tmp_path / "activations") == [5, 6]
+    with ActivationLogger(
+        small_cnn(), images, tmp_path, layers=["conv2"], session_start=False
+    ) as logger:
+        logger.log(2)  # out of order, as the command line may: nothing is dropped
+    assert session_starts(tmp_path / "activations") == [5, 6]
 
 
 def test_pin_reference_reuses_the_traced_pass(tmp_path, images):
