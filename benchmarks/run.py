@@ -172,28 +172,102 @@ def bench_callback(rows, quick, tmp):
     )
 
 
-def bench_memory(rows, model, probes, layers, tmp, steps):
-    from tb_activations import ActivationLogger
+def peak_extra_mb(fn) -> float:
+    """Peak RSS above the RSS before ``fn()``, in MB (Linux: VmHWM reset by /proc/self/clear_refs)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets the peak RSS (VmHWM) to the current RSS
+    except OSError:
+        return float("nan")
+    start = rss_mb()
+    fn()
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024 - start
+    return float("nan")
 
-    logger = ActivationLogger(model, probes, os.path.join(tmp, "memory"), layers=layers)
-    acts = logger.activations()
-    act_mb = sum(a.nbytes for a in acts.values()) / 1e6
-    del acts
-    logger.log(0)
-    logger.log(1)
-    before = rss_mb()
-    for s in range(2, 2 + steps):
-        logger.log(s)
-    after = rss_mb()
-    logger.close()
+
+def bench_memory(rows, quick, layers, steps, label):
+    """Memory in a fresh process, so that no other workload's allocations hide it."""
+    import json
+    import subprocess
+
+    spec = json.dumps({"quick": quick, "layers": layers, "steps": steps})
+    out = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--memory-child", spec],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    if out.returncode != 0:
+        rows.append((f"memory, {label}", f"failed: {out.stderr[-300:]}", "", ""))
+        return
+    m = json.loads(out.stdout.strip().splitlines()[-1])
+    budget = m["activations_mb"] + m["images_mb"]
     rows.append(
         (
-            f"memory over {steps} `log()` calls",
-            f"RSS {before:.0f} -> {after:.0f} MB",
-            f"growth {after - before:+.0f} MB",
-            f"activations {act_mb:.0f} MB",
+            f"memory over {steps} `log()` calls, {label}",
+            f"RSS after the forward pass {m['baseline']:.0f} MB; with the logger, "
+            f"{m['before']:.0f} -> {m['after']:.0f} MB over the calls; peak "
+            f"+{m['peak']:.0f} MB over the forward pass alone",
+            f"growth {m['after'] - m['before']:+.0f} MB; peak = "
+            f"**{m['peak'] / budget:.2f}x** (activations + images)",
+            f"activations {m['activations_mb']:.0f} MB, images {m['images_mb']:.1f} MB/step",
         )
     )
+
+
+def memory_child(spec: str) -> None:
+    """Runs in its own process: RSS of a bare forward pass, then of ``log()`` on top of it."""
+    import json
+
+    import keras
+    import tensorflow as tf
+
+    from tb_activations import ActivationLogger, Probes
+
+    cfg = json.loads(spec)
+    size, n = (96, 2) if cfg["quick"] else (224, 8)
+    model = keras.applications.VGG16(
+        weights=None, include_top=not cfg["quick"], input_shape=(size, size, 3)
+    )
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+    probes = Probes(images, preprocess=keras.applications.vgg16.preprocess_input)
+    forward = tf.function(lambda x: model(x, training=False))
+    for _ in range(3):
+        forward(probes.inputs)
+    baseline = rss_mb()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # Linux: resets the peak RSS (VmHWM) to the current RSS
+    tmp = tempfile.mkdtemp(prefix="tb_activations_mem_")
+    try:
+        logger = ActivationLogger(model, probes, tmp, layers=cfg["layers"])
+        acts = logger.activations()
+        act_mb = sum(a.nbytes for a in acts.values()) / 1e6
+        del acts
+        logger.log(0)
+        logger.log(1)
+        before, first = rss_mb(), run_bytes(logger.run_dir)
+        for s in range(2, 2 + cfg["steps"]):
+            logger.log(s)
+        after = rss_mb()
+        images_mb = (run_bytes(logger.run_dir) - first) / cfg["steps"] / 1e6
+        logger.close()
+        with open("/proc/self/status") as f:
+            hwm = next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:"))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    result = {
+        "baseline": baseline,
+        "before": before,
+        "after": after,
+        "peak": hwm - baseline,
+        "activations_mb": act_mb,
+        "images_mb": images_mb,
+    }
+    print(json.dumps(result))
 
 
 def bench_article(rows, acts_by_layer, tmp, channels_sampled):
@@ -362,12 +436,16 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help="CI-sized: small inputs, fewer repeats."
     )
+    parser.add_argument("--memory-child", metavar="JSON", help=argparse.SUPPRESS)
     parser.add_argument(
         "--no-alternatives",
         action="store_true",
         help="Skip the article/keract/tf-explain comparisons.",
     )
     args = parser.parse_args(argv)
+    if args.memory_child:
+        memory_child(args.memory_child)
+        return 0
 
     import keras
 
@@ -434,7 +512,8 @@ def main(argv=None) -> int:
             tmp,
             max_image_size=512,
         )
-        bench_memory(rows, model, probes, pools, tmp, steps=5 if args.quick else 20)
+        bench_memory(rows, args.quick, pools, 5 if args.quick else 20, "5 pooling layers")
+        bench_memory(rows, args.quick, None, 3 if args.quick else 5, "all 18 conv/pool layers")
         bench_callback(rows, args.quick, tmp)
         if not args.no_alternatives:
             from tb_activations.extraction import ActivationExtractor
