@@ -14,8 +14,9 @@ two that scikit-learn ships) and drawn images (examples/images) are run too.
      ``overlay_quality`` and ``max_image_size``.
   3. Callback overhead on a small CNN: 3 conv layers, 32x32x3, 4096 samples,
      batch 64, 8 probes, every epoch, every conv layer.
-  4. Memory: RSS before and after many ``log()`` calls, against the bytes of
-     the activations themselves.
+  4. Memory, in a fresh process: the peak RSS of the logger above a process
+     that ran the bare forward pass, against the bytes of the activations
+     plus the images of a step; RSS before and after many ``log()`` calls.
   5. The same job done the ways users do it today: the article's
      matplotlib/seaborn heatmaps, keract, tf-explain.
 
