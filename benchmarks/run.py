@@ -432,6 +432,25 @@ def _drawn_probes(n: int, size: int):
     return np.stack([np.roll(base[i % len(base)], (size // 9) * i, axis=1) for i in range(n)])
 
 
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(
+                line.split(":", 1)[1].strip() for line in f if line.startswith("model name")
+            )
+    except (OSError, StopIteration):
+        return "unknown CPU"
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "?"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -529,7 +548,8 @@ def main(argv=None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
 
     print(
-        f"\nMachine: {os.cpu_count()} cores, Python {sys.version.split()[0]}; {'quick' if args.quick else 'full'} run\n"
+        f"\nMachine: {_cpu_name()}, {os.cpu_count()} cores, Python {sys.version.split()[0]}, "
+        f"TensorFlow {_version('tensorflow')}; {'quick' if args.quick else 'full'} run\n"
     )
     print("| workload | measured | ratio | event data |")
     print("|---|---|---|---|")
