@@ -32,6 +32,7 @@ from tb_activations.render import (
     DEFAULT_MAX_SIZE,
     NORMALIZE,
     Grid,
+    fit_images,
     fit_overlay_display,
     render_views,
     value_range,
@@ -410,7 +411,7 @@ class ActivationLogger:
 
     def _probe_images(self):
         """The probes' display images, written once per logger, for the dashboard's overlays."""
-        display = self.probes.display
+        display = fit_images(self.probes.display, self.max_image_size, self.max_image_size)
         pngs = [encode_rgb_png(img, self.compress_level) for img in display]
         names = ", ".join(self.probes.names)
         return image_value(

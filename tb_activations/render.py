@@ -387,24 +387,31 @@ def overlay_pair(
     return out
 
 
-def fit_overlay_display(display: np.ndarray, max_size: int, sep: int = 1) -> np.ndarray:
-    """Probe images ``(N, H, W, 3)`` shrunk so that an overlay pair fits ``max_size`` px.
+def fit_images(images: np.ndarray, max_h: float, max_w: float) -> np.ndarray:
+    """uint8 images ``(N, H, W, 3)`` box-filtered down to fit ``max_h`` x ``max_w``, aspect kept.
 
-    The pair is ``2 * W + sep`` px wide: larger probes are box-filtered down
-    (an area average, like the mean-pooled mosaics), keeping their aspect.
-    Returns ``display`` itself when it already fits, so that callers may cache
-    the result and pass it again at no cost.
+    The box filter is an area average, like the mean-pooled mosaics. Returns
+    ``images`` itself when they already fit, so that callers may cache the
+    result and pass it again at no cost.
     """
-    n, h, w = display.shape[:3]
-    if max_size is None or max_size <= 0 or max(h, 2 * w + sep) <= max_size:
-        return display
+    n, h, w = images.shape[:3]
+    if h <= max_h and w <= max_w:
+        return images
     from PIL import Image
 
-    s = min(max_size / h, (max_size - sep) / (2 * w))
+    s = min(max_h / h, max_w / w)
     size = (max(1, math.floor(w * s)), max(1, math.floor(h * s)))
     return np.stack(
-        [np.asarray(Image.fromarray(display[i]).resize(size, Image.BOX)) for i in range(n)]
+        [np.asarray(Image.fromarray(images[i]).resize(size, Image.BOX)) for i in range(n)]
     )
+
+
+def fit_overlay_display(display: np.ndarray, max_size: int, sep: int = 1) -> np.ndarray:
+    """Probe images ``(N, H, W, 3)`` shrunk so that an overlay pair (``2 * W + sep`` px wide)
+    fits ``max_size`` px; see :func:`fit_images`."""
+    if max_size is None or max_size <= 0:
+        return display
+    return fit_images(display, max_size, (max_size - sep) / 2)
 
 
 def render_mosaic(

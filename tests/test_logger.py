@@ -188,6 +188,12 @@ def test_size_cap_limits_written_images(tmp_path):
         assert all(p.size == (w, h) for p in pngs), view
     # The overlay pair of a 64x64 probe (129 px) is drawn on the probe shrunk to 63x63.
     assert images_at(acc, "c/overlay")[:2] == (2 * 63 + 1, 63)
+    with ActivationLogger(
+        model, np.zeros((1, 64, 64, 1), np.uint8), tmp_path / "b", max_image_size=32
+    ) as logger:
+        logger.log(0)
+    acc = read_run(tmp_path / "b" / "activations")
+    assert images_at(acc, "_tb_activations/probes")[:2] == (32, 32)  # written once, capped too
 
 
 def test_overlay_quality_trades_bytes(tmp_path):
