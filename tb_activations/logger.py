@@ -39,7 +39,13 @@ from tb_activations.render import (
     value_range_from_stats,
 )
 from tb_activations.stats import RANK_BY, ChannelStats, channel_stats, top_channels
-from tb_activations.summary import SummaryWriter, float_tensor_value, image_value, scalar_value
+from tb_activations.summary import (
+    SummaryWriter,
+    float_tensor_value,
+    image_value,
+    run_files,
+    scalar_value,
+)
 
 
 @dataclass(frozen=True)
@@ -104,12 +110,13 @@ class ActivationLogger:
         run_name: Sub-folder of ``log_dir``. Defaults to ``"activations"``.
         resize_probes: Resize probes that do not match the model's input size
             instead of raising. Defaults to ``False``.
-        session_start: Start a session of the run at the first :meth:`log`
-            (TensorBoard's ``SessionLog.START``): what earlier processes wrote
-            to this run at that step or later is dropped from TensorBoard's
-            view, so a restart from an older checkpoint shows one timeline.
-            Defaults to ``True``; ``False`` adds steps to the run in any order
-            (the command line does, one step per call).
+        session_start: Write TensorBoard's ``SessionLog.START`` where a run
+            restarts: at the first :meth:`log` into a run an earlier process
+            wrote, and where a ``fit`` goes back to an older checkpoint. What
+            the run held from that step on is then dropped from TensorBoard's
+            view, so a restart shows one timeline. Defaults to ``True``;
+            ``False`` adds steps to the run in any order (the command line
+            does, one step per call).
         drift: Write per-layer drift scalars (linear CKA against the first
             step, the previous step and a pinned reference; newly dead,
             saturated, top-k overlap, channel rank correlation) and the
@@ -244,11 +251,11 @@ class ActivationLogger:
         self._executor = None
         self._closed = False
         self._probes_written = False
-        # A logger is a session of its run: its first log() writes SessionLog.START
-        # (at `_restart_step` if the callback set one), see SummaryWriter.start_session.
+        # Sessions of the run (SessionLog.START): see _session_start_step.
         self.session_start = bool(session_start)
         self._needs_start = self.session_start
         self._restart_step: int | None = None
+        self._max_step: int | None = None  # the largest step this logger wrote
         # Drift, predictions and channel probes (tb_activations.diagnostics).
         self._want_output = resolve_predictions(model, predictions)
         self._diagnostics = Diagnostics(
@@ -373,10 +380,8 @@ class ActivationLogger:
             self._fixed_scales = checkpoint[1]
             raise
         try:
-            if self._needs_start:
-                start = (
-                    int(step) if self._restart_step is None else min(self._restart_step, int(step))
-                )
+            start = self._session_start_step(int(step))
+            if start is not None:
                 self._writer.start_session(start)
             self._writer.write(int(step), values)
         except BaseException as err:
@@ -391,7 +396,27 @@ class ActivationLogger:
             raise
         self._probes_written = True
         self._needs_start, self._restart_step = False, None
+        self._max_step = int(step) if self._max_step is None else max(self._max_step, int(step))
         return records
+
+    def _session_start_step(self, step: int) -> int | None:
+        """The step of the ``SessionLog.START`` to write before this step's event, or ``None``.
+
+        A START makes TensorBoard drop everything the run holds from its step
+        on, in every tag, so it is written only where that is what was meant:
+        the run's first event (the Python loader counts restarts from there);
+        this logger going back (a fit restarted from an older checkpoint); a
+        new process writing to a run an earlier process wrote (a restart, or a
+        continuation with nothing to drop). Never when another logger of this
+        process writes the same run: its steps may count batches, not epochs.
+        """
+        if not self._needs_start:
+            return None
+        start = step if self._restart_step is None else min(self._restart_step, step)
+        if self._max_step is not None:
+            return start if start <= self._max_step else None
+        files, foreign = run_files(self.run_dir)
+        return start if not files or foreign else None
 
     def _begin_session(self, step: int) -> None:
         """Training (re)starts at ``step``: the next log() supersedes what this run holds from

@@ -132,6 +132,7 @@ class SummaryWriter:
         name = f"events.out.tfevents.{stamp:010d}.{host}.{os.getpid()}.{_UID:06d}.tb_activations"
         self.path = os.path.join(self.run_dir, name)
         self._writer = tf.io.TFRecordWriter(self.path)
+        _OPENED_PATHS.add(os.path.abspath(self.path))
         # Closed even if close() never runs (a fit stopped by an exception skips
         # on_train_end): when this writer is collected or the interpreter exits.
         # The finalizer holds the file, not the writer, so it keeps nothing alive.
@@ -156,12 +157,12 @@ class SummaryWriter:
     def start_session(self, step: int) -> None:
         """Write TensorBoard's ``SessionLog.START`` at ``step`` (flushed with the next write).
 
-        Both TensorBoard loaders then drop what earlier sessions of this run
-        wrote at ``step`` or later: a run restarted from an older checkpoint
-        shows one timeline, not two overlapping ones. (The Python loader
-        takes the first START of a run as its beginning and purges from the
-        second on; the Rust loader purges at each: the same view, as the first
-        START of a run has nothing before it.)
+        Both TensorBoard loaders then drop what the run holds at ``step`` or
+        later, in every tag: a run restarted from an older checkpoint shows
+        one timeline, not two overlapping ones. (The Python loader takes the
+        first START of a run as its beginning and purges from the second on;
+        the Rust loader purges at each: the same view, as the first START of
+        a run has nothing before it.)
         """
         if self._writer is None:
             self._open()
@@ -177,6 +178,18 @@ class SummaryWriter:
 
 
 _UID = 0
+
+# Event files this process opened: a run holding others was written by an earlier process.
+_OPENED_PATHS: set[str] = set()
+
+
+def run_files(run_dir: str) -> tuple[list[str], bool]:
+    """``(event files in run_dir, whether any of them was written by another process)``."""
+    import glob
+
+    paths = sorted(glob.glob(os.path.join(glob.escape(run_dir), "events.out.tfevents.*")))
+    return paths, any(os.path.abspath(p) not in _OPENED_PATHS for p in paths)
+
 
 # Field numbers of TensorBoard's Event and Summary protos (event.proto, summary.proto).
 _EVENT_SUMMARY_FIELD = 5

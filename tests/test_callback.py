@@ -81,16 +81,18 @@ def test_resumed_fit_continues_epoch_steps(tmp_path):
     assert steps_of(read_run(tmp_path / "activations"), "pool1/mosaic") == [0, 1, 2, 3]
 
 
-@pytest.mark.parametrize("freq, starts", [("epoch", [0, 2]), (3, [1, 9])])
-def test_each_fit_starts_a_session_at_its_first_step(tmp_path, freq, starts):
-    """SessionLog.START at the first epoch (or the batch after optimizer.iterations) of each
-    fit: TensorBoard drops what an earlier session wrote from there on (a restart)."""
+@pytest.mark.parametrize("freq, starts", [("epoch", [0, 1]), (3, [1, 5])])
+def test_sessions_start_with_the_run_and_where_a_fit_goes_back(tmp_path, freq, starts):
+    """SessionLog.START at the run's first step, none for a fit that continues, and one at
+    the first epoch (or the batch after optimizer.iterations) of a fit that goes back."""
     x, y = _data()
     model = small_cnn()
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     cb = ActivationCallback(Probes(x[:1]), tmp_path, layers=["pool1"], freq=freq)
-    model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[cb])  # 8 batches
-    model.fit(x, y, epochs=4, initial_epoch=2, batch_size=16, verbose=0, callbacks=[cb])
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[cb])  # batches 1-8
+    model.fit(x, y, epochs=3, initial_epoch=2, batch_size=16, verbose=0, callbacks=[cb])
+    model.optimizer.iterations.assign(4)  # back to the checkpoint of epoch 0
+    model.fit(x, y, epochs=2, initial_epoch=1, batch_size=16, verbose=0, callbacks=[cb])
     assert session_starts(tmp_path / "activations") == starts
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from tb_activations import ActivationCallback, ActivationLogger, Probes
-from tests.conftest import read_run, small_cnn, steps_of
+from tests.conftest import read_run, session_starts, small_cnn, steps_of
 
 ROOT = Path(__file__).parent.parent
 CORE = ("conv1/mosaic", "conv2/topk", "conv3/overlay", "conv1/channel_stats", "conv2/cka_first")
@@ -113,48 +113,96 @@ def test_a_resumed_fit_continues_the_steps_without_duplicates(tmp_path, resume_w
 
 
 def _restarted_from_an_older_checkpoint(tmp_path: Path, resume_with: str) -> Path:
-    """Epochs 0-5 logged, then training restarts at epoch 3 and runs epochs 3-4."""
+    """Epochs 0-5 logged, then training restarts from the weights of epoch 2 and runs 3-4,
+    with the same callback or in a new process."""
     x, y = _data()
     probes = Probes(x[:4])
-    model, checkpoint = _model(), {}
+    model = _model()
+    weights = tmp_path / "epoch2.weights.h5"
 
     def keep(epoch, logs):
         if epoch == 2:
-            checkpoint["weights"] = model.get_weights()
+            model.save_weights(weights)
 
     cb = ActivationCallback(probes, tmp_path, layers=["conv*"])
     saver = keras.callbacks.LambdaCallback(on_epoch_end=keep)
     model.fit(x, y, epochs=6, batch_size=16, verbose=0, callbacks=[cb, saver])
-    if resume_with == "new callback":  # a new process: a new logger, a new event file
-        cb = ActivationCallback(probes, tmp_path, layers=["conv*"])
-    model.set_weights(checkpoint["weights"])  # back to the end of epoch 2
-    model.fit(x, y, epochs=5, initial_epoch=3, batch_size=16, verbose=0, callbacks=[cb])
-    assert cb.failures == 0
+    if resume_with == "same callback":
+        model.load_weights(weights)
+        model.fit(x, y, epochs=5, initial_epoch=3, batch_size=16, verbose=0, callbacks=[cb])
+        assert cb.failures == 0
+    else:
+        script = textwrap.dedent(
+            f"""
+            from tb_activations import ActivationCallback, Probes
+            from tests.test_interruptions import _data, _model
+
+            x, y = _data()
+            model = _model()
+            model.load_weights({str(weights)!r})
+            cb = ActivationCallback(Probes(x[:4]), {str(tmp_path)!r}, layers=["conv*"])
+            model.fit(x, y, epochs=5, initial_epoch=3, batch_size=16, verbose=0, callbacks=[cb])
+            assert cb.failures == 0
+            """
+        )
+        env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
+        proc = subprocess.run(
+            [sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, timeout=180
+        )
+        assert proc.returncode == 0, proc.stderr.decode()[-3000:]
     return tmp_path / "activations"
 
 
-@pytest.mark.parametrize("resume_with", ["same callback", "new callback"])
-def test_a_restart_from_an_older_checkpoint_supersedes_the_later_steps(tmp_path, resume_with):
+def _tensorboard_view(run_dir: Path):
+    """The accumulator of TensorBoard's Python loader (`--load_fast=false`) over ``run_dir``.
+
+    (The legacy `event_accumulator` that read_run uses never purges tensors; the
+    server does not use it.)
+    """
     from tensorboard.backend.event_processing import plugin_event_accumulator
 
-    run_dir = _restarted_from_an_older_checkpoint(tmp_path, resume_with)
-    # The accumulator of TensorBoard's Python loader (`--load_fast=false`). (The legacy
-    # `event_accumulator` that read_run uses never purges tensors; the server does not use it.)
     acc = plugin_event_accumulator.EventAccumulator(str(run_dir), size_guidance={"tensors": 0})
     acc.Reload()
+    return acc
+
+
+@pytest.mark.parametrize("resume_with", ["same callback", "new process"])
+def test_a_restart_from_an_older_checkpoint_supersedes_the_later_steps(tmp_path, resume_with):
+    run_dir = _restarted_from_an_older_checkpoint(tmp_path, resume_with)
+    acc = _tensorboard_view(run_dir)
     for tag in CORE:  # one timeline: the old 3, 4 and 5 are gone
         assert [e.step for e in acc.Tensors(tag)] == [0, 1, 2, 3, 4], tag
     # On disk, nothing was deleted: the first session's steps 3-5 are still in its file.
     assert steps_of(read_run(run_dir), "conv1/mosaic") == [0, 1, 2, 3, 4, 5, 3, 4]
     first_session_end = acc.Tensors("conv1/mosaic")[2].wall_time
     assert all(e.wall_time > first_session_end for e in acc.Tensors("conv1/mosaic")[3:])
+    assert session_starts(run_dir) == [0, 3]
+
+
+def test_two_callbacks_sharing_a_run_keep_every_step(tmp_path):
+    """One by epoch, one by batch, in one run: neither drops the other's steps (no START
+    from the second), through a continued fit too."""
+    x, y = _data()
+    probes = Probes(x[:2])
+    model = _model()
+    by_epoch = ActivationCallback(probes, tmp_path, layers=["pool1"])
+    by_batch = ActivationCallback(probes, tmp_path, layers=["conv1"], freq=2)
+    for first, last in ((0, 2), (2, 4)):
+        model.fit(
+            x, y, epochs=last, initial_epoch=first, batch_size=16, verbose=0,
+            callbacks=[by_batch, by_epoch],
+        )  # fmt: skip
+    acc = _tensorboard_view(tmp_path / "activations")
+    assert [e.step for e in acc.Tensors("pool1/mosaic")] == [0, 1, 2, 3]
+    assert [e.step for e in acc.Tensors("conv1/mosaic")] == [2, 4, 6, 8, 10, 12, 14, 16]
+    assert session_starts(tmp_path / "activations") == [1]  # the run's first event only
 
 
 @pytest.mark.parametrize("load_fast", [True, False], ids=["rust_loader", "python_loader"])
 def test_the_dashboard_shows_one_timeline_after_a_restart(tmp_path, load_fast):
     from tests.test_dashboard_e2e import TensorBoard
 
-    _restarted_from_an_older_checkpoint(tmp_path / "logs", "new callback")
+    _restarted_from_an_older_checkpoint(tmp_path / "logs", "new process")
     board = TensorBoard(str(tmp_path / "logs"), tmp_path, load_fast=load_fast)
     try:
         board.wait_listening()

@@ -220,17 +220,20 @@ def test_overlay_quality_is_checked(tmp_path, bad):
         ActivationLogger(small_cnn(), np.zeros((1, 16, 16, 3)), tmp_path, overlay_quality=bad)
 
 
-def test_a_logger_is_one_session_starting_at_its_first_step(tmp_path, images):
-    with ActivationLogger(small_cnn(), images, tmp_path, layers=["conv2"]) as logger:
-        for step in (5, 6):
-            logger.log(step)
-    with ActivationLogger(small_cnn(), images, tmp_path, layers=["conv2"]) as logger:
-        logger.log(6)  # a second process, restarted at step 6: TensorBoard drops the old 6
-    assert session_starts(tmp_path / "activations") == [5, 6]
-    with ActivationLogger(
-        small_cnn(), images, tmp_path, layers=["conv2"], session_start=False
-    ) as logger:
-        logger.log(2)  # out of order, as the command line may: nothing is dropped
+def test_session_starts_where_a_run_begins_or_restarts(tmp_path, images, monkeypatch):
+    from tb_activations import summary
+
+    def log(*steps, **kwargs):
+        with ActivationLogger(small_cnn(), images, tmp_path, layers=["conv2"], **kwargs) as lg:
+            for step in steps:
+                lg.log(step)
+
+    log(5, 6)  # the run's first event: START, so that the Python loader counts restarts
+    log(6)  # another logger of this process, maybe on another step axis: no START
+    assert session_starts(tmp_path / "activations") == [5]
+    monkeypatch.setattr(summary, "_OPENED_PATHS", set())  # as in a new process
+    log(6)  # restarted at 6: TensorBoard drops the earlier 6s
+    log(2, session_start=False)  # out of order, as the command line may: nothing dropped
     assert session_starts(tmp_path / "activations") == [5, 6]
 
 
