@@ -105,7 +105,7 @@ class ActivationCallback(keras.callbacks.Callback):
         self.logger_kwargs = logger_kwargs
         self.logger = None
         self.failures = 0
-        self._session_pending = False  # set by on_train_begin: each fit starts a session
+        self._session_pending = False  # set by on_train_begin: each fit tells where it starts
         self.writes = True  # False on non-chief workers, set at on_train_begin
         # Check the options now (a typo should fail at construction, not after an epoch).
         from tb_activations.logger import ActivationLogger
@@ -140,8 +140,8 @@ class ActivationCallback(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         if self._session_pending and self.logger is not None:
-            # Each fit is a session of the run: steps from its first epoch on that an
-            # earlier session wrote (a restart from an older checkpoint) are superseded.
+            # Where this fit starts: if the logger already logged past it (a restart from
+            # an older checkpoint), the next log supersedes the run's steps from here on.
             self.logger._begin_session(epoch)
             self._session_pending = False
 

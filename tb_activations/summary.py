@@ -132,7 +132,7 @@ class SummaryWriter:
         name = f"events.out.tfevents.{stamp:010d}.{host}.{os.getpid()}.{_UID:06d}.tb_activations"
         self.path = os.path.join(self.run_dir, name)
         self._writer = tf.io.TFRecordWriter(self.path)
-        _OPENED_PATHS.add(os.path.abspath(self.path))
+        _OPENED_PATHS.add(_path_key(self.path))
         # Closed even if close() never runs (a fit stopped by an exception skips
         # on_train_end): when this writer is collected or the interpreter exits.
         # The finalizer holds the file, not the writer, so it keeps nothing alive.
@@ -187,8 +187,16 @@ def run_files(run_dir: str) -> tuple[list[str], bool]:
     """``(event files in run_dir, whether any of them was written by another process)``."""
     import glob
 
-    paths = sorted(glob.glob(os.path.join(glob.escape(run_dir), "events.out.tfevents.*")))
-    return paths, any(os.path.abspath(p) not in _OPENED_PATHS for p in paths)
+    import tensorflow as tf
+
+    # tf.io.gfile: log directories may be remote (gs://, s3://), as the writer allows.
+    pattern = os.path.join(glob.escape(run_dir), "events.out.tfevents.*")
+    paths = sorted(tf.io.gfile.glob(pattern)) if tf.io.gfile.exists(run_dir) else []
+    return paths, any(_path_key(p) not in _OPENED_PATHS for p in paths)
+
+
+def _path_key(path: str) -> str:
+    return path if "://" in path else os.path.abspath(path)
 
 
 # Field numbers of TensorBoard's Event and Summary protos (event.proto, summary.proto).
