@@ -325,6 +325,8 @@ class ActivationLogger:
                 self.layers,
                 input_shape=self.probes.inputs.shape[1:],
                 include_output=self._want_output,
+                # Palette levels on the device where the scale is the step's layer scale.
+                levels=self.normalize == "layer" and bool({"mosaic", "topk"} & set(self.views)),
             )
         return self._extractor
 
@@ -362,7 +364,9 @@ class ActivationLogger:
             # Statistics and Gram matrices are reduced on the device in that same pass.
             result = self.extractor.run_with_summaries(self.probes.inputs)
             acts, output = result.activations, result.output
-            records, values = self._render_all(acts, int(step), result.stats, result.mean_maps)
+            records, values = self._render_all(
+                acts, int(step), result.stats, result.mean_maps, result.levels
+            )
             values.extend(
                 self._diagnostics.values(acts, output, records, int(step), grams=result.grams)
             )
@@ -487,6 +491,7 @@ class ActivationLogger:
         step: int,
         reduced: dict[str, np.ndarray] | None = None,
         mean_maps: dict[str, np.ndarray] | None = None,
+        levels: dict[str, np.ndarray] | None = None,
     ) -> tuple[dict[str, LayerRecord], list]:
         if self._executor is None:
             self._executor = default_executor()
@@ -507,7 +512,11 @@ class ActivationLogger:
                 else None
             )
             means = None if mean_maps is None else mean_maps[info.path]
-            record, layer_jobs, layer_slots = self._render_layer(info, a, pal, step, stats, means)
+            # Device levels are on the scale of the device statistics: only with them.
+            q = None if levels is None or stats is None else levels.get(info.path)
+            record, layer_jobs, layer_slots = self._render_layer(
+                info, a, pal, step, stats, means, q
+            )
             records[info.path] = record
             # Encoding starts now, in the pool, while the next layers are rendered.
             encoded.extend(self._executor.submit(fn, *args) for fn, *args in layer_jobs)
@@ -533,6 +542,7 @@ class ActivationLogger:
         step: int,
         stats: ChannelStats | None = None,
         mean_maps: np.ndarray | None = None,
+        levels: np.ndarray | None = None,
     ):
         n, c = a.shape[0], a.shape[-1]
         if c == 0:
@@ -554,6 +564,8 @@ class ActivationLogger:
             max_size=self.max_image_size,
             mean_maps=mean_maps,
             all_finite=stats.nonfinite_count == 0,
+            # Quantized on the device on the layer scale, the one used here for "layer".
+            levels=levels if self.normalize == "layer" else None,
         )
         grid = rendered.grid
         record = LayerRecord(info=info, stats=stats, top=top, grid=grid, scale=(lo, hi))

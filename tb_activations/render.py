@@ -534,6 +534,7 @@ def render_views(
     max_size: int = DEFAULT_MAX_SIZE,
     mean_maps: np.ndarray | None = None,
     all_finite: bool = False,
+    levels: np.ndarray | None = None,
 ) -> LayerViews:
     """Render the mosaic, top-k strip and overlay of one layer for every probe.
 
@@ -550,10 +551,13 @@ def render_views(
         max_size: Cap on the long side of mosaic, strip and overlay.
         mean_maps: ``(N, H, W)`` channel means when already reduced (on the device).
         all_finite: The caller has counted no NaN/Inf in ``acts``.
+        levels: :func:`to_levels` of ``acts`` on ``scale`` when already computed
+            (on the device); used unless the maps must be pooled first.
     """
     n, h, w, c = acts.shape
     layout = mosaic_layout(h, w, c, sep=1, max_size=max_size)
-    levels = to_levels(pool(acts, layout.factor), *scale, all_finite=all_finite)
+    if levels is None or layout.factor != 1:
+        levels = to_levels(pool(acts, layout.factor), *scale, all_finite=all_finite)
     mosaic, grid = mosaic_levels(levels, sep=1, layout=layout)
     strip = None
     if "topk" in views:

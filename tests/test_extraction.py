@@ -156,3 +156,56 @@ def test_device_reductions_count_nan_and_ignore_it():
     stats = ChannelStats.from_reduced(result.stats["c"], 4)
     assert stats.nonfinite.tolist() == [4, 4] and stats.dead.tolist() == [False, True]
     assert np.isfinite(stats.stacked()).all() and np.isfinite(result.grams["c"]).all()
+
+
+@pytest.mark.parametrize(
+    "values, on_device",
+    [
+        ("normal", True),
+        ("nan_and_inf", True),
+        ("all_zero", True),
+        ("ties", True),  # values landing exactly on .5 levels: round half to even, as np.rint
+        ("subnormal", True),  # the device's reductions flush them: the same scale either way
+        ("tiny", False),  # 253 / span overflows float32: the host quantizes in float64
+        ("huge", False),  # sums overflow float32: statistics and levels are redone on the host
+    ],
+)
+def test_device_levels_equal_the_host_levels(values, on_device):
+    from tb_activations.render import to_levels, value_range_from_stats
+    from tb_activations.stats import ChannelStats
+
+    rng = np.random.default_rng(0)
+    x = {
+        "normal": rng.standard_normal((3, 6, 6, 1)),
+        "nan_and_inf": np.where(rng.random((3, 6, 6, 1)) < 0.2, np.nan, rng.random((3, 6, 6, 1))),
+        "all_zero": np.zeros((3, 6, 6, 1)),
+        "ties": np.tile(
+            np.arange(36, dtype=np.float64).reshape(1, 6, 6, 1) * 253 / 35 / 2, (3, 1, 1, 1)
+        ),
+        "subnormal": rng.random((3, 6, 6, 1)) * 1e-44,
+        "tiny": rng.random((3, 6, 6, 1)) * 1e-37,
+        "huge": np.full((3, 6, 6, 1), 3e38) * rng.choice([-1, 1], (3, 6, 6, 1)),
+    }[values].astype(np.float32)
+    if values == "nan_and_inf":
+        x[0, 0, 0, 0] = np.inf
+    inputs = keras.Input((6, 6, 1))
+    if values not in ("subnormal", "tiny", "huge"):
+        conv = keras.layers.Conv2D(3, 1, name="c")  # channels: x, -x / 2, x + 1
+        model = keras.Model(inputs, conv(inputs))
+        conv.set_weights(
+            [np.array([[[[1.0, -0.5, 1.0]]]], np.float32), np.array([0, 0, 1], np.float32)]
+        )
+    else:  # x itself: no arithmetic that could flush subnormals to zero
+        model = keras.Model(inputs, keras.layers.Activation("linear", name="c")(inputs))
+    ex = ActivationExtractor(model, select_layers(model, ["c"]), levels=True)
+    result = ex.run_with_summaries(x)
+    assert ("c" in result.levels) == on_device
+    if on_device:
+        a = result.activations["c"]
+        stats = ChannelStats.from_reduced(result.stats["c"], 36)
+        host = to_levels(a, *value_range_from_stats(stats, "layer"))
+        assert result.levels["c"].dtype == np.uint8
+        np.testing.assert_array_equal(result.levels["c"], host)
+    assert (
+        ActivationExtractor(model, select_layers(model, ["c"])).run_with_summaries(x).levels == {}
+    )
