@@ -173,22 +173,6 @@ def bench_callback(rows, quick, tmp):
     )
 
 
-def peak_extra_mb(fn) -> float:
-    """Peak RSS above the RSS before ``fn()``, in MB (Linux: VmHWM reset by /proc/self/clear_refs)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # resets the peak RSS (VmHWM) to the current RSS
-    except OSError:
-        return float("nan")
-    start = rss_mb()
-    fn()
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024 - start
-    return float("nan")
-
-
 def bench_memory(rows, quick, layers, steps, label):
     """Memory in a fresh process, so that no other workload's allocations hide it."""
     import json

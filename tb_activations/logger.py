@@ -512,8 +512,10 @@ class ActivationLogger:
                 else None
             )
             means = None if mean_maps is None else mean_maps[info.path]
-            # Device levels are on the scale of the device statistics: only with them.
-            q = None if levels is None or stats is None else levels.get(info.path)
+            # Device levels exist only where they match this layer's scale: the extractor
+            # makes them for normalize="layer" alone, and drops a layer whose statistics
+            # are not finite (then `stats` is None and the host redoes both).
+            q = None if levels is None else levels.get(info.path)
             record, layer_jobs, layer_slots = self._render_layer(
                 info, a, pal, step, stats, means, q
             )
@@ -564,8 +566,7 @@ class ActivationLogger:
             max_size=self.max_image_size,
             mean_maps=mean_maps,
             all_finite=stats.nonfinite_count == 0,
-            # Quantized on the device on the layer scale, the one used here for "layer".
-            levels=levels if self.normalize == "layer" else None,
+            levels=levels,
         )
         grid = rendered.grid
         record = LayerRecord(info=info, stats=stats, top=top, grid=grid, scale=(lo, hi))
