@@ -28,7 +28,9 @@ _EXPORTS = {
     "ActivationLogger": "tb_activations.logger",
     "LayerInfo": "tb_activations.layer_selection",
     "Probes": "tb_activations.probes",
+    "ReceptiveField": "tb_activations.receptive_field",
     "list_layers": "tb_activations.layer_selection",
+    "receptive_field": "tb_activations.receptive_field",
     "select_layers": "tb_activations.layer_selection",
 }
 
