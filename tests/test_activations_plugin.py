@@ -408,7 +408,9 @@ def test_image_route_serves_jpeg_overlays_and_probe_pngs_with_their_type(client)
 def test_static_routes(client):
     index = get(client, "/index.js")
     assert index.status_code == 200 and index.mimetype == "text/javascript"
-    for name in ("api.js", "dom.js", "chart.js", "style.css"):
+    names = sorted(os.listdir(plugin_data.STATIC_DIR))
+    assert {"api.js", "dashboard.js", "mosaic.js", "channel.js", "style.css"} <= set(names)
+    for name in names:
         assert get(client, f"/static/{name}").status_code == 200, name
 
 

@@ -1,0 +1,309 @@
+// The dashboard core: loads runs and layers, owns the view state, and asks
+// every panel to redraw when it changes.
+//
+// A panel is an object with a `root` element, a `column` ('left' or 'right')
+// and any of these methods, all optional:
+//   runChanged(run)      a run was selected (its /layers answer is app.data)
+//   layerChanged(layer)  a layer was selected, or the run changed under it
+//   refreshed(layer)     the periodic poll brought new data for the run
+//   update(view)         redraw for `view`, called on every change of step,
+//                        probe, channel, layer or run, where view is
+//                        {run, layer, step, stepIndex, probe, channel,
+//                         stats: Promise</stats answer | {error}>,
+//                         mosaic: Promise<HTMLImageElement | null>,
+//                         isCurrent(): false once a newer view was drawn}
+// A new panel is one module exporting such a class, added to PANELS in index.js.
+
+import {ApiError, getJson} from './api.js';
+import {el, setChildren} from './dom.js';
+import {nearestIndex} from './geometry.js';
+import {LayerControls} from './layers.js';
+import {initialState} from './state.js';
+import {StepBar} from './steps.js';
+
+const PLAY_MS = 700;
+const EMPTY_POLL_MS = 5000;
+const REFRESH_MS = 10000;
+const DEFAULT_RUN = 'activations'; // metadata.DEFAULT_RUN_NAME
+const SNIPPET = `from tb_activations import ActivationLogger, Probes
+
+probes = Probes(images)            # uint8 (N, H, W, 3), a few fixed images
+logger = ActivationLogger(model, probes, "logs/run1", top_k=5)
+for step in range(steps):
+    ...                            # train
+    logger.log(step)
+logger.close()
+
+# then:  tensorboard --logdir logs --samples_per_plugin=images=0,activations=0`;
+
+export class Dashboard {
+  /**
+   * @param {HTMLElement} body where the dashboard draws itself
+   * @param {Array<Function>} panelClasses constructors `new P(app)` of the panels, in page order
+   */
+  constructor(body, panelClasses) {
+    this.body = body;
+    this.state = initialState();
+    this.runs = [];
+    this.data = null; // /layers answer for the current run
+    this.statsCache = new Map();
+    this.token = 0;
+    this.timer = null;
+    this.controls = new LayerControls(this);
+    this.stepBar = new StepBar(this);
+    this.panels = panelClasses.map((P) => new P(this));
+    this.build();
+  }
+
+  /** GETs JSON from a plugin route (see api.js); panels fetch through this. */
+  getJson(route, params) {
+    return getJson(route, params);
+  }
+
+  /** The panel of class `P`, or undefined. */
+  panel(P) {
+    return this.panels.find((p) => p instanceof P);
+  }
+
+  // -- layout ---------------------------------------------------------------
+
+  build() {
+    this.notice = el('div', {id: 'tba-notice', class: 'tba-notice', role: 'status', hidden: true});
+    this.error = el('div', {id: 'tba-error', class: 'tba-error', role: 'alert', hidden: true});
+    this.empty = el('div', {id: 'tba-empty', class: 'tba-empty', hidden: true},
+      el('h2', {text: 'No activation data yet'}),
+      el('p', {text: 'This log directory holds no data written by tb_activations. ' +
+        'Log activations with the snippet below; this page checks again every few seconds.'}),
+      el('pre', {class: 'tba-snippet'}, el('code', {text: SNIPPET})));
+    const column = (name) => el('div', {class: 'tba-col'},
+      ...this.panels.filter((p) => (p.column ?? 'right') === name).map((p) => p.root));
+    this.main = el('div', {class: 'tba-main', hidden: true},
+      this.stepBar.root,
+      el('div', {class: 'tba-columns'}, column('left'), column('right')));
+    setChildren(this.body, el('div', {class: 'tba-root'},
+      this.controls.root, this.notice, this.error, this.empty, this.main));
+    this.body.addEventListener('keydown', (e) => {
+      if (e.target.tagName === 'SELECT' || e.target.tagName === 'INPUT') return;
+      if (e.key === ' ') {
+        e.preventDefault();
+        this.togglePlay();
+      } else if (e.key === 'ArrowRight') this.setStepIndex(this.state.stepIndex + 1);
+      else if (e.key === 'ArrowLeft') this.setStepIndex(this.state.stepIndex - 1);
+    });
+  }
+
+  /** Calls `method(...args)` on every panel that has it. */
+  notify(method, ...args) {
+    for (const panel of this.panels) panel[method]?.(...args);
+  }
+
+  // -- loading --------------------------------------------------------------
+
+  async start() {
+    await this.reload();
+  }
+
+  showError(err) {
+    this.error.hidden = !err;
+    this.error.textContent = err ? (err instanceof ApiError ? err.message : String(err)) : '';
+  }
+
+  async reload() {
+    let answer;
+    try {
+      answer = await getJson('runs');
+    } catch (err) {
+      this.showError(err);
+      return;
+    }
+    this.showError(null);
+    this.runs = answer.runs.map((r) => r.run);
+    if (!this.runs.length) {
+      this.empty.hidden = false;
+      this.main.hidden = true;
+      this.controls.root.hidden = true;
+      clearTimeout(this.emptyTimer);
+      this.emptyTimer = setTimeout(() => this.reload(), EMPTY_POLL_MS);
+      return;
+    }
+    this.empty.hidden = true;
+    this.controls.root.hidden = false;
+    this.controls.setRuns(this.runs, this.state.run);
+    this.statsCache.clear();
+    const preferred = [this.state.run, DEFAULT_RUN].find((r) => this.runs.includes(r));
+    await this.selectRun(preferred ?? this.runs[0]);
+    clearInterval(this.refreshTimer);
+    this.refreshTimer = setInterval(() => this.refresh(), REFRESH_MS);
+  }
+
+  /** Picks up newly logged steps and layers of the current run (training goes on). */
+  async refresh() {
+    if (this.timer || !this.state.run) return; // not while playing
+    let data;
+    try {
+      data = await getJson('layers', {run: this.state.run});
+    } catch (err) {
+      return;
+    }
+    if (JSON.stringify(data) === JSON.stringify(this.data) || this.timer) return;
+    const layer = this.layer();
+    const atEnd = layer && this.state.stepIndex >= layer.steps.length - 1;
+    const step = this.currentStep();
+    this.data = data;
+    this.controls.setLayers(data.layers, this.state.layerName);
+    this.showSampling(data.sampling);
+    const fresh = this.layer();
+    if (!fresh) {
+      this.selectLayer(data.layers[0]?.layer);
+      return;
+    }
+    this.stepBar.setCount(fresh.steps.length);
+    this.state.stepIndex = atEnd ? fresh.steps.length - 1 : nearestIndex(fresh.steps, step);
+    this.update();
+    this.notify('refreshed', fresh);
+  }
+
+  showSampling(sampling) {
+    if (!sampling) {
+      this.notice.hidden = true;
+      return;
+    }
+    this.notice.hidden = false;
+    setChildren(this.notice,
+      el('strong', {text: 'Steps sampled. '}),
+      `TensorBoard kept the images of ${sampling.kept} of the ${sampling.logged} logged steps. ` +
+        'Restart it with ',
+      el('code', {text: sampling.flag}),
+      ' to keep every step.');
+  }
+
+  async selectRun(run) {
+    this.stop();
+    const token = ++this.token;
+    let data;
+    try {
+      data = await getJson('layers', {run});
+    } catch (err) {
+      this.showError(err);
+      return;
+    }
+    if (token !== this.token) return;
+    this.showError(null);
+    const previousStep = this.currentStep();
+    this.state.run = run;
+    this.controls.showSelection(run, null);
+    this.data = data;
+    this.main.hidden = false;
+    this.controls.setLayers(data.layers, this.state.layerName);
+    this.showSampling(data.sampling);
+    this.notify('runChanged', run);
+    const names = data.layers.map((l) => l.layer);
+    const layer = names.includes(this.state.layerName) ? this.state.layerName : names[0];
+    this.selectLayer(layer, previousStep);
+  }
+
+  selectLayer(name, keepStep) {
+    const step = keepStep ?? this.currentStep();
+    this.state.layerName = name;
+    const layer = this.layer();
+    if (!layer) return;
+    this.state.probe = Math.max(0, Math.min(this.state.probe, layer.probes.length - 1));
+    this.controls.showSelection(null, layer, this.state.probe);
+    this.stepBar.setCount(layer.steps.length);
+    this.state.stepIndex = nearestIndex(layer.steps, step);
+    if (this.state.channel !== null && this.state.channel >= layer.shape[2]) this.state.channel = null;
+    this.notify('layerChanged', layer);
+    this.update();
+  }
+
+  selectProbe(probe) {
+    this.state.probe = probe;
+    this.update();
+  }
+
+  pickChannel(channel) {
+    this.state.channel = channel;
+    this.update();
+    document.getElementById('tba-channel')?.scrollIntoView?.({block: 'nearest'});
+  }
+
+  // -- state helpers --------------------------------------------------------
+
+  layer() {
+    return this.data?.layers.find((l) => l.layer === this.state.layerName) ?? null;
+  }
+
+  currentStep() {
+    const layer = this.layer();
+    return layer && layer.steps.length ? layer.steps[Math.min(this.state.stepIndex, layer.steps.length - 1)] : undefined;
+  }
+
+  /** The /stats answer of a layer at a step (cached), or {error} when it cannot be had. */
+  stats(run, layerName, step) {
+    const key = JSON.stringify([run, layerName, step]);
+    if (!this.statsCache.has(key)) {
+      const promise = getJson('stats', {run, layer: layerName, step}).catch((err) => ({error: err}));
+      this.statsCache.set(key, promise);
+    }
+    return this.statsCache.get(key);
+  }
+
+  setStepIndex(index) {
+    const layer = this.layer();
+    if (!layer || !layer.steps.length) return;
+    const n = layer.steps.length;
+    this.state.stepIndex = Math.max(0, Math.min(n - 1, index));
+    this.update();
+  }
+
+  togglePlay() {
+    if (this.timer) this.stop();
+    else this.play();
+  }
+
+  play() {
+    const layer = this.layer();
+    if (!layer || layer.steps.length < 2) return;
+    if (this.state.stepIndex >= layer.steps.length - 1) this.state.stepIndex = -1;
+    this.stepBar.setPlaying(true);
+    this.timer = setInterval(() => {
+      const n = this.layer()?.steps.length ?? 0;
+      if (this.state.stepIndex + 1 >= n) {
+        this.stop();
+        return;
+      }
+      this.setStepIndex(this.state.stepIndex + 1);
+    }, PLAY_MS);
+    this.setStepIndex(this.state.stepIndex + 1);
+  }
+
+  stop() {
+    clearInterval(this.timer);
+    this.timer = null;
+    this.stepBar.setPlaying(false);
+  }
+
+  // -- drawing --------------------------------------------------------------
+
+  /** Redraws everything that depends on run, layer, probe, step and channel. */
+  update() {
+    const layer = this.layer();
+    if (!layer) return;
+    const token = ++this.token;
+    const step = this.currentStep();
+    const view = {
+      run: this.state.run,
+      layer,
+      step,
+      stepIndex: this.state.stepIndex,
+      probe: this.state.probe,
+      channel: this.state.channel,
+      isCurrent: () => token === this.token,
+    };
+    this.stepBar.update(view);
+    if (step === undefined) return;
+    view.stats = this.stats(view.run, layer.layer, step);
+    view.mosaic = Promise.resolve(null);
+    this.notify('update', view);
+  }
+}
