@@ -4,12 +4,11 @@ Intermediate activations of chosen layers, for a fixed set of probe images,
 rendered as mosaics, top-k channel strips and heatmap overlays and written as
 TensorBoard summaries, from a Keras callback or a standalone logger.
 
-Example:
-
->>> from tb_activations import Probes, ActivationLogger
->>> probes = Probes(images)                     # (N, H, W, 3) uint8
->>> logger = ActivationLogger(model, probes, "logs/run1", layers=["block*_pool"])
->>> logger.log(step=0)
+Examples:
+    >>> from tb_activations import Probes, ActivationLogger
+    >>> probes = Probes(images)                     # (N, H, W, 3) uint8
+    >>> logger = ActivationLogger(model, probes, "logs/run1", layers=["block*_pool"])
+    >>> logger.log(step=0)
 
 Public names are imported lazily so that importing the TensorBoard plugin
 (``tb_activations.activations_plugin``) never imports TensorFlow or Keras.

@@ -55,12 +55,11 @@ class ActivationCallback(keras.callbacks.Callback):
     replica of the weights and runs no collective op, so no worker waits on
     it beyond the chief's log time.
 
-    Example:
-
-    >>> model.fit(x, y, epochs=10, callbacks=[
-    ...     ActivationCallback(probes, "logs/run1", layers=["conv*"]),
-    ...     keras.callbacks.TensorBoard("logs/run1"),
-    ... ])
+    Examples:
+        >>> model.fit(x, y, epochs=10, callbacks=[
+        ...     ActivationCallback(probes, "logs/run1", layers=["conv*"]),
+        ...     keras.callbacks.TensorBoard("logs/run1"),
+        ... ])
     """
 
     def __init__(

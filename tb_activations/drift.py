@@ -28,13 +28,12 @@ biased curve would look converged when it is not. The debiased estimator
 removes that bias (for independent representations it is centred on 0). It
 is noisier and may be slightly negative; 1 is still exactly 1.
 
-Example:
-
->>> rng = np.random.default_rng(0)
->>> x = rng.normal(size=(50, 8))
->>> q, _ = np.linalg.qr(rng.normal(size=(8, 8)))
->>> round(cka_features(x, 3.0 * x @ q), 6), round(cka_gram(gram_linear(x), gram_linear(x @ q)), 6)
-(1.0, 1.0)
+Examples:
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(50, 8))
+    >>> q, _ = np.linalg.qr(rng.normal(size=(8, 8)))
+    >>> round(cka_features(x, 3.0 * x @ q), 6), round(cka_gram(gram_linear(x), gram_linear(x @ q)), 6)
+    (1.0, 1.0)
 """
 
 from __future__ import annotations
@@ -128,7 +127,8 @@ def cka_gram(gram_x: np.ndarray, gram_y: np.ndarray, *, debiased: bool = True) -
     """Linear CKA from two ``(n, n)`` Gram matrices of the same samples.
 
     Args:
-        gram_x, gram_y: ``X X^T`` and ``Y Y^T`` (see :func:`gram_linear`).
+        gram_x: ``X X^T`` (see :func:`gram_linear`).
+        gram_y: ``Y Y^T`` of the same samples.
         debiased: Use the unbiased HSIC estimator. Defaults to ``True``.
 
     Returns:
@@ -146,7 +146,8 @@ def cka_features(x: np.ndarray, y: np.ndarray, *, debiased: bool = True) -> floa
     Inputs of higher rank are flattened to ``(n, -1)``.
 
     Args:
-        x, y: Two representations of the same ``n`` samples (rows).
+        x: A representation of ``n`` samples (rows).
+        y: Another representation of the same ``n`` samples.
         debiased: Use the unbiased HSIC estimator. Defaults to ``True``.
     """
     x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
@@ -271,11 +272,10 @@ class DriftTracker:
     i.e. ``24 n^2`` bytes, independent of the number of steps; no raw
     activations are kept. ``n`` is the number of probes, or ``N*k``.
 
-    Example:
-
-    >>> t = DriftTracker()
-    >>> r0 = t.update("conv1", acts0)   # {"cka_first": 1.0}
-    >>> r1 = t.update("conv1", acts1)   # cka_first, cka_previous, newly_dead_fraction, ...
+    Examples:
+        >>> t = DriftTracker()
+        >>> r0 = t.update("conv1", acts0)   # {"cka_first": 1.0}
+        >>> r1 = t.update("conv1", acts1)   # cka_first, cka_previous, newly_dead_fraction, ...
     """
 
     def __init__(self, *, cka: str = "debiased", positions: int | None = None, seed: int = 0):

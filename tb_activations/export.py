@@ -42,10 +42,9 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
 def safe_name(name: str) -> str:
     """A file-name-safe version of a layer path or probe name.
 
-    Example:
-
-    >>> safe_name("mobilenetv2_1.00_96/block_1_expand_relu")
-    'mobilenetv2_1.00_96__block_1_expand_relu'
+    Examples:
+        >>> safe_name("mobilenetv2_1.00_96/block_1_expand_relu")
+        'mobilenetv2_1.00_96__block_1_expand_relu'
     """
     out = _UNSAFE.sub("_", name.replace("/", "__")).strip(".")
     return out or "_"

@@ -86,10 +86,9 @@ class ActivationExtractor:
     mode (``training=False``): Dropout and BatchNorm neither disturb the
     pictures nor update the model.
 
-    Example:
-
-    >>> ex = ActivationExtractor(model, select_layers(model, ["block*_pool"]))
-    >>> acts = ex(probes.inputs)           # {"block1_pool": (N, 112, 112, 64) float32, ...}
+    Examples:
+        >>> ex = ActivationExtractor(model, select_layers(model, ["block*_pool"]))
+        >>> acts = ex(probes.inputs)           # {"block1_pool": (N, 112, 112, 64) float32, ...}
     """
 
     def __init__(

@@ -93,10 +93,9 @@ def list_layers(model: Any) -> list[LayerInfo]:
     Input layers are left out. A nested model is listed itself (its output)
     and followed by its own layers under ``name/``.
 
-    Example:
-
-    >>> [l.path for l in list_layers(keras.applications.VGG16(weights=None))][:2]
-    ['block1_conv1', 'block1_conv2']
+    Examples:
+        >>> [l.path for l in list_layers(keras.applications.VGG16(weights=None))][:2]
+        ['block1_conv1', 'block1_conv2']
     """
     if not isinstance(model, keras.layers.Layer):
         raise TypeError(f"Expected a Keras model. Received: {type(model).__name__}")

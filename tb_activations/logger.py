@@ -138,11 +138,10 @@ class ActivationLogger:
         ValueError: for an unknown layer (the message lists the selectable
             ones), probes that do not fit the model, or a bad option value.
 
-    Example:
-
-    >>> logger = ActivationLogger(model, probes, "logs/vgg", layers=["block*_pool"], top_k=5)
-    >>> logger.log(step=0)
-    >>> acts = logger.activations()   # {"block1_pool": (N, 112, 112, 64) float32, ...}
+    Examples:
+        >>> logger = ActivationLogger(model, probes, "logs/vgg", layers=["block*_pool"], top_k=5)
+        >>> logger.log(step=0)
+        >>> acts = logger.activations()   # {"block1_pool": (N, 112, 112, 64) float32, ...}
     """
 
     def __init__(

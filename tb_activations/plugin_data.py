@@ -11,11 +11,10 @@ directories work as they do for the stock dashboards. Errors are raised as
 Like :mod:`tb_activations.metadata`, this module must not import TensorFlow
 or Keras: TensorBoard imports the plugin at start-up.
 
-Example:
-
->>> data = list_layers(provider, ctx, experiment_id="", run="activations")
->>> [(lay["layer"], lay["shape"]) for lay in data["layers"]]
-[('conv_1', [16, 16, 8]), ('conv_2', [8, 8, 16])]
+Examples:
+    >>> data = list_layers(provider, ctx, experiment_id="", run="activations")
+    >>> [(lay["layer"], lay["shape"]) for lay in data["layers"]]
+    [('conv_1', [16, 16, 8]), ('conv_2', [8, 8, 16])]
 """
 
 from __future__ import annotations

@@ -70,11 +70,10 @@ class Probes:
     Raises:
         ValueError: for zero probes, a wrong rank, or names/labels of the wrong length.
 
-    Example:
-
-    >>> probes = Probes(np.zeros((2, 32, 32, 3), np.uint8), names=["cat", "dog"])
-    >>> probes.inputs.shape, probes.display.dtype
-    ((2, 32, 32, 3), dtype('uint8'))
+    Examples:
+        >>> probes = Probes(np.zeros((2, 32, 32, 3), np.uint8), names=["cat", "dog"])
+        >>> probes.inputs.shape, probes.display.dtype
+        ((2, 32, 32, 3), dtype('uint8'))
     """
 
     def __init__(

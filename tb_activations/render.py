@@ -63,10 +63,9 @@ def grid_shape(channels: int) -> tuple[int, int]:
     ``cols = ceil(sqrt(C))`` and ``rows = ceil(C / cols)``: every channel has a
     cell (the article's ``floor`` dropped some).
 
-    Example:
-
-    >>> [grid_shape(c) for c in (1, 3, 5, 64, 96)]
-    [(1, 1), (2, 2), (3, 2), (8, 8), (10, 10)]
+    Examples:
+        >>> [grid_shape(c) for c in (1, 3, 5, 64, 96)]
+        [(1, 1), (2, 2), (3, 2), (8, 8), (10, 10)]
     """
     if channels < 1:
         raise ValueError(
@@ -99,10 +98,9 @@ def mosaic_layout(
     :data:`STRIP_CELL` px tall (less if the image would not fit), in as
     many columns as keep the image near-square; only the width of strips is pooled.
 
-    Example:
-
-    >>> mosaic_layout(1, 254, 6)     # Conv1D output (N, 254, 6): one column of 8 px strips
-    Layout(cols=1, rows=6, factor=1, up=(8, 1))
+    Examples:
+        >>> mosaic_layout(1, 254, 6)     # Conv1D output (N, 254, 6): one column of 8 px strips
+        Layout(cols=1, rows=6, factor=1, up=(8, 1))
     """
     cols, rows = grid_shape(c)
     cap = max_size if max_size is not None and max_size > 0 else None
@@ -439,10 +437,9 @@ def render_mosaic(
         sep: Separator width in px. Defaults to 1.
         max_size: Cap on the long side; cells are mean-pooled to fit. Defaults to 2048.
 
-    Example:
-
-    >>> render_mosaic(np.random.rand(7, 7, 5).astype("float32")).shape   # 3 x 2 grid
-    (15, 23, 3)
+    Examples:
+        >>> render_mosaic(np.random.rand(7, 7, 5).astype("float32")).shape   # 3 x 2 grid
+        (15, 23, 3)
     """
     acts, single = _batch(acts)
     lo, hi = value_range(acts, normalize)

@@ -78,11 +78,10 @@ class ChannelStats:
 def channel_stats(acts: np.ndarray) -> ChannelStats:
     """Per-probe, per-channel mean, max, min and std of ``acts`` ``(N, H, W, C)``.
 
-    Example:
-
-    >>> s = channel_stats(np.ones((2, 4, 4, 3), np.float32))
-    >>> s.mean.shape, float(s.mean[0, 0]), s.dead.tolist()
-    ((2, 3), 1.0, [False, False, False])
+    Examples:
+        >>> s = channel_stats(np.ones((2, 4, 4, 3), np.float32))
+        >>> s.mean.shape, float(s.mean[0, 0]), s.dead.tolist()
+        ((2, 3), 1.0, [False, False, False])
     """
     acts = np.asarray(acts, dtype=np.float32)
     n, c = acts.shape[0], acts.shape[-1]
@@ -135,10 +134,9 @@ def top_channels(values: np.ndarray, k: int) -> np.ndarray:
     Returns:
         int64 ``(N, min(k, C))``. Ties keep the lower channel index first.
 
-    Example:
-
-    >>> top_channels(np.array([[1.0, 3.0, 2.0]]), 2).tolist()
-    [[1, 2]]
+    Examples:
+        >>> top_channels(np.array([[1.0, 3.0, 2.0]]), 2).tolist()
+        [[1, 2]]
     """
     values = np.asarray(values, dtype=np.float64)
     k = min(int(k), values.shape[-1])
