@@ -25,12 +25,15 @@ _EXPORTS = {
     "ActivationCallback": "tb_activations.callback",
     "ActivationExtractor": "tb_activations.extraction",
     "ActivationLogger": "tb_activations.logger",
+    "LayerExamples": "tb_activations.channel_examples",
     "LayerInfo": "tb_activations.layer_selection",
     "Probes": "tb_activations.probes",
     "ReceptiveField": "tb_activations.receptive_field",
+    "TopExamples": "tb_activations.channel_examples",
     "list_layers": "tb_activations.layer_selection",
     "receptive_field": "tb_activations.receptive_field",
     "select_layers": "tb_activations.layer_selection",
+    "top_examples": "tb_activations.channel_examples",
 }
 
 __all__ = sorted(_EXPORTS)
