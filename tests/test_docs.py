@@ -139,3 +139,35 @@ def test_site_builds_strict(tmp_path):
     assert proc.returncode == 0, "\n".join(problems)[-5000:]
     assert (tmp_path / "site" / "api" / "logger" / "index.html").exists()
     assert (tmp_path / "site" / "guide" / "getting_started" / "index.html").exists()
+
+
+def test_api_reference_covers_the_public_names():
+    # A name added to tb_activations' exports needs a place in the API reference.
+    import tb_activations
+
+    pages = "".join(p.read_text(encoding="utf-8") for p in (DOCS / "api").glob("*.md"))
+    missing = [
+        name
+        for name, module in tb_activations._EXPORTS.items()
+        if f"::: {module}.{name}" not in pages and f"::: {module}\n" not in pages
+    ]
+    assert not missing, f"add to docs/api/*.md: {missing}"
+    index = (DOCS / "api" / "index.md").read_text(encoding="utf-8")
+    unlisted = [name for name in tb_activations._EXPORTS if f"    {name},  # " not in index]
+    assert not unlisted, f"list in docs/api/index.md: {unlisted}"
+
+
+def test_griffe_extension_renders_keras_examples_and_sphinx_roles():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("griffe_examples", DOCS / "griffe_examples.py")
+    ext = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ext)
+    keras_style = "Sum.\n\nExample:\n\n>>> f(1)\n2\n\nMore text."
+    assert (
+        ext.indent_examples(keras_style) == "Sum.\n\nExamples:\n    >>> f(1)\n    2\n\nMore text."
+    )
+    prose = "Example:\n\nSome prose."  # an admonition, left alone
+    assert ext.indent_examples(prose) == prose
+    roles = "See :class:`~tb_activations.Probes` and :func:`grid_shape`."
+    assert ext.plain_roles(roles) == "See `Probes` and `grid_shape`."
