@@ -28,7 +28,7 @@ def main() -> int:
     err = open(tmp / "tb.err", "w")  # noqa: SIM115 - closed below
     tb = subprocess.Popen(
         [str(Path(sys.executable).with_name("tensorboard")), "--logdir", str(logs), "--host", "127.0.0.1",
-         "--port", "0", "--samples_per_plugin=images=0,activations=0"],
+         "--port", "0", "--samples_per_plugin=images=100000,activations=100000"],
         stdout=subprocess.DEVNULL, stderr=err, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )  # fmt: skip
     try:

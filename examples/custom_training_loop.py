@@ -10,7 +10,7 @@ The data are drawn here (no download): noisy 28x28 images of a cross (0) or
 a ring (1). Run::
 
     python examples/custom_training_loop.py
-    tensorboard --logdir out/custom_training_loop
+    tensorboard --logdir out/custom_training_loop --samples_per_plugin=images=100000,activations=100000
 
 ``--quick`` (used by the tests) runs 20 steps.
 """
@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from tb_activations import ActivationLogger, Probes
+from tb_activations.metadata import tensorboard_command
 
 
 def crosses_and_rings(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -85,7 +86,7 @@ def main() -> None:
             print(f"step {step}: loss {loss:.3f}, conv2 dead channels {dead:.0%}")
     logger.close()
     writer.close()
-    print(f"view in TensorBoard: tensorboard --logdir {args.log_dir}")
+    print(f"view in TensorBoard: {tensorboard_command(args.log_dir)}")
 
 
 if __name__ == "__main__":

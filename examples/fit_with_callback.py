@@ -7,7 +7,7 @@ layer soon grows horizontal and vertical edge detectors; the mosaics show it.
 Run::
 
     python examples/fit_with_callback.py
-    tensorboard --logdir out/fit_with_callback --samples_per_plugin images=100
+    tensorboard --logdir out/fit_with_callback --samples_per_plugin=images=100000,activations=100000
 
 ``--quick`` (used by the tests) trains on fewer images for two epochs.
 """
@@ -20,6 +20,7 @@ import keras
 import numpy as np
 
 from tb_activations import ActivationCallback, Probes
+from tb_activations.metadata import tensorboard_command
 
 
 def bars(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -77,9 +78,7 @@ def main() -> None:
             keras.callbacks.TensorBoard(args.log_dir),
         ],
     )
-    print(
-        f"view in TensorBoard: tensorboard --logdir {args.log_dir} --samples_per_plugin images=100"
-    )
+    print(f"view in TensorBoard: {tensorboard_command(args.log_dir)}")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import keras
 import numpy as np
 
 from tb_activations import ActivationCallback, Probes, list_layers, select_layers
+from tb_activations.metadata import tensorboard_command
 
 
 def shapes(n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -95,7 +96,7 @@ def main() -> None:
             keras.callbacks.TensorBoard(args.log_dir),
         ],
     )
-    print(f"view in TensorBoard: tensorboard --logdir {args.log_dir}")
+    print(f"view in TensorBoard: {tensorboard_command(args.log_dir)}")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ import keras
 
 from tb_activations import ActivationLogger, Probes, list_layers
 from tb_activations.export import save_pngs
+from tb_activations.metadata import tensorboard_command
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -81,7 +82,7 @@ def main() -> None:
             records=records,  # the same scales and top channels as in TensorBoard
         )
     print(f"wrote {len(files)} PNG files under {os.path.join(args.out, 'png')}")
-    print(f"view in TensorBoard: tensorboard --logdir {log_dir}")
+    print(f"view in TensorBoard: {tensorboard_command(log_dir)}")
 
 
 if __name__ == "__main__":

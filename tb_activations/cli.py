@@ -20,7 +20,6 @@ import argparse
 import contextlib
 import os
 import re
-import shlex
 import shutil
 import sys
 import time
@@ -495,7 +494,9 @@ def cmd_log(args: argparse.Namespace) -> int:
     report.progress(f"done in {time.perf_counter() - start:.1f} s ({desc})")
     if write_events:
         report.result(f"TensorBoard summaries: {logger.run_dir}")
-        report.result(f"view them with: tensorboard --logdir {shlex.quote(log_dir)}")
+        from tb_activations.metadata import tensorboard_command
+
+        report.result(f"view them with: {tensorboard_command(log_dir)}")
     if args.png_dir is not None:
         report.result(f"PNG files: {len(written)} in {args.png_dir}")
     return 0
@@ -536,10 +537,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.serve:
         report.result(f"serving TensorBoard at http://127.0.0.1:{args.port}/ (Ctrl-C to stop)")
         return serve(args.log_dir, port=args.port)
-    report.result(
-        f"view them with: tensorboard --logdir {shlex.quote(args.log_dir)} "
-        "--samples_per_plugin images=100"
-    )
+    from tb_activations.metadata import tensorboard_command
+
+    report.result(f"view them with: {tensorboard_command(args.log_dir)}")
     return 0
 
 

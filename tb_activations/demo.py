@@ -201,6 +201,8 @@ class _EpochLine:
 
 def serve(log_dir: str | os.PathLike, *, port: int = 6006, host: str = "127.0.0.1") -> int:
     """Run TensorBoard on ``log_dir`` in the foreground until it exits or Ctrl-C; returns its exit code."""
+    from tb_activations.metadata import SAMPLING_FLAG
+
     cmd = [
         sys.executable,
         "-m",
@@ -211,8 +213,7 @@ def serve(log_dir: str | os.PathLike, *, port: int = 6006, host: str = "127.0.0.
         host,
         "--port",
         str(port),
-        "--samples_per_plugin",
-        "images=100",
+        SAMPLING_FLAG,
     ]
     proc = subprocess.Popen(cmd)
     try:

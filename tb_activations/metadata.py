@@ -55,6 +55,8 @@ predictions text and tensor have two tags.
 from __future__ import annotations
 
 import json
+import os
+import shlex
 from typing import Any
 
 from tensorboard.compat.proto import summary_pb2
@@ -68,6 +70,25 @@ PROTO_VERSION = 1
 #: Default run (sub-folder of ``log_dir``) the logger writes to, so that a
 #: ``log_dir`` shared with ``keras.callbacks.TensorBoard`` keeps its runs apart.
 DEFAULT_RUN_NAME = "activations"
+
+#: The flag that makes TensorBoard keep every logged step (images and this
+#: plugin's tensors keep 10 steps by default). A large number, not 0: both
+#: loaders read 0 as "keep all", but TensorBoard's own Images tab then asks
+#: for ``downsample=0`` samples and shows none (TensorBoard 2.21). Every
+#: printed command (CLI, demo, examples, dashboard notice) uses this one.
+SAMPLING_FLAG = "--samples_per_plugin=images=100000,activations=100000"
+
+
+def tensorboard_command(log_dir: str | os.PathLike) -> str:
+    """The shell command that shows ``log_dir`` with every logged step kept.
+
+    Example:
+
+    >>> tensorboard_command("logs/demo")
+    'tensorboard --logdir logs/demo --samples_per_plugin=images=100000,activations=100000'
+    """
+    return f"tensorboard --logdir {shlex.quote(os.fspath(log_dir))} {SAMPLING_FLAG}"
+
 
 #: Image views written per layer, in display order.
 VIEWS = ("mosaic", "topk", "overlay")

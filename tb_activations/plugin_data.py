@@ -47,7 +47,7 @@ READ_ALL = 1_000_000
 PROBE_IMAGES_TAG = metadata.PROBE_IMAGES_TAG
 
 #: The flag a user passes to keep every logged step of images and stats.
-SAMPLING_FLAG = "--samples_per_plugin=images=0,activations=0"
+SAMPLING_FLAG = metadata.SAMPLING_FLAG
 
 #: Per-layer scalar names in display order: the core logger's, then the
 #: drift feature's. Any other ``L/<name>`` scalar is shown after these.

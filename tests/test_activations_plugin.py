@@ -191,7 +191,7 @@ def test_list_layers_reports_sampling_and_names_the_flag(logged):
     assert answer["logged_steps"] == STEPS
     sampling = answer["sampling"]
     assert sampling["kept"] == 2 and sampling["logged"] == 4
-    assert "--samples_per_plugin=images=0" in sampling["flag"]
+    assert sampling["flag"] == metadata.SAMPLING_FLAG
     assert sampling["flag"] in sampling["message"]
 
 

@@ -191,7 +191,7 @@ def test_log_model_file_writes_events_and_pngs(model_file, image_dir, tmp_path):
         "--preprocess", "unit",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert f"tensorboard --logdir {log_dir}" in proc.stdout
+    assert f"tensorboard --logdir {log_dir} {metadata.SAMPLING_FLAG}" in proc.stdout
     assert "PNG files: 12 in" in proc.stdout
     assert "conv_a" in proc.stderr and "backbone/conv_b" in proc.stderr  # progress lines
 

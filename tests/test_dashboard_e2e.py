@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from tb_activations import metadata
 from tests.test_activations_plugin import (
     DEAD_CHANNEL,
     HOSTILE_PROBE,
@@ -309,7 +310,7 @@ def test_empty_state_then_data_and_sampling_notice(browser, tmp_path):
         page.wait_for_selector("#tba-layer option", state="attached", timeout=30_000)
         page.wait_for_selector("#tba-notice:not([hidden])")
         notice = page.locator("#tba-notice").text_content()
-        assert "--samples_per_plugin=images=0" in notice
+        assert metadata.SAMPLING_FLAG in notice
         assert f"of the {len(STEPS)} logged steps" in notice
         assert problems == []
         page.close()

@@ -37,7 +37,7 @@ def test_demo_exits_and_says_how_to_view(demo_run):
     root, proc = demo_run
     assert proc.returncode == 0, proc.stderr
     assert f"tensorboard --logdir {root / 'logs'}" in proc.stdout
-    assert "--samples_per_plugin images=100" in proc.stdout
+    assert metadata.SAMPLING_FLAG in proc.stdout  # the one command that keeps every step
     epoch_lines = [line for line in proc.stderr.splitlines() if line.startswith("epoch ")]
     assert [line.split(":")[0] for line in epoch_lines] == ["epoch 1/2", "epoch 2/2"]
     assert "Traceback" not in proc.stderr

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+from tb_activations import metadata
 from tests.conftest import read_run, steps_of
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -24,6 +25,7 @@ def run_example(name: str, cwd, *args: str) -> subprocess.CompletedProcess:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "view in TensorBoard: tensorboard --logdir" in proc.stdout
+    assert metadata.SAMPLING_FLAG in proc.stdout
     return proc
 
 

@@ -34,7 +34,7 @@ for step in range(steps):
     logger.log(step)
 logger.close()
 
-# then:  tensorboard --logdir logs --samples_per_plugin=images=0,activations=0`;
+# then:  tensorboard --logdir logs --samples_per_plugin=images=100000,activations=100000`;
 
 export class Dashboard {
   /**
