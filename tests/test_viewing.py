@@ -76,7 +76,9 @@ def wait_loaded(url: str, timeout: float = 90) -> None:
     answer = None
     while time.monotonic() < deadline:
         try:
-            answer = get(url, "/data/plugin/images/images", run=RUN, tag=f"{LAYER}/mosaic", sample=0)
+            answer = get(
+                url, "/data/plugin/images/images", run=RUN, tag=f"{LAYER}/mosaic", sample=0
+            )
             if len(answer) >= len(STEPS):
                 return
         except (urllib.error.URLError, ConnectionError):
