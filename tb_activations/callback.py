@@ -193,12 +193,8 @@ class ActivationCallback(keras.callbacks.Callback):
 
 
 def _should_write(model: Any) -> bool:
-    """Whether this process writes summaries: ``False`` on non-chief ``tf.distribute`` workers."""
-    strategy = getattr(model, "distribute_strategy", None)  # TensorFlow backend only
-    extended = getattr(strategy, "extended", None)
-    if extended is None:
-        return True
-    try:
-        return bool(extended.should_save_summary)
-    except (AttributeError, NotImplementedError):
-        return True
+    """Whether this process writes summaries: ``False`` on non-chief ``tf.distribute`` workers,
+    on JAX processes other than 0, and on ``torch.distributed`` ranks other than 0."""
+    from tb_activations import backend
+
+    return backend.is_chief(model)

@@ -1,8 +1,9 @@
 """Extraction: one compiled forward pass returning the selected layers' outputs.
 
 The sub-model is built once per extractor; every call afterwards runs one
-``tf.function`` traced once for the probe batch shape, in inference mode,
-returning float32 channels-last arrays.
+function compiled by the Keras backend's own means (:mod:`tb_activations.backend`),
+in inference mode, returning float32 channels-last arrays. The math (layout,
+statistics, Gram matrices, palette levels) is written once, in ``keras.ops``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from typing import Any
 
 import keras
 import numpy as np
+from keras import ops
 
+from tb_activations import backend as _backend
 from tb_activations.layer_selection import LayerInfo, is_functional
 
 
@@ -81,10 +84,18 @@ class ActivationExtractor:
         include_output: Also return the model's own (first) output from the
             same pass, for the probes' predictions. Defaults to ``False``.
 
-    The sub-model (or, for a subclassed model, a traced forward pass that
-    captures the layer outputs) is built once, here. Calls run in inference
+    The sub-model (or, for a subclassed model, a forward pass that captures
+    the layer outputs) is built once, here, and compiled by the backend's own
+    means (:mod:`tb_activations.backend`): a ``tf.function`` on TensorFlow, a
+    ``jax.jit`` of a stateless call taking the variables' current values on
+    JAX, ``torch.no_grad`` eager calls on PyTorch. Calls run in inference
     mode (``training=False``): Dropout and BatchNorm neither disturb the
     pictures nor update the model.
+
+    Raises:
+        TypeError: ``model`` is not a Keras 3 model.
+        ValueError: Keras runs on an unsupported backend, or ``model`` was
+            built on another backend.
 
     Examples:
         >>> ex = ActivationExtractor(model, select_layers(model, ["block*_pool"]))
@@ -100,8 +111,7 @@ class ActivationExtractor:
         include_output: bool = False,
         levels: bool = False,
     ) -> None:
-        import tensorflow as tf
-
+        self.backend = _backend.check_model(model)
         if not layers:
             raise ValueError("Invalid value for argument `layers`: no layer to extract.")
         self.model = model
@@ -116,6 +126,7 @@ class ActivationExtractor:
         paths = [i.path for i in self.layers]
         channels_first = [i.channels_first for i in self.layers]
         self.include_output = include_output
+        self.levels = levels
         if is_functional(model):
             outputs = _symbolic_outputs(model, paths)
             if include_output:
@@ -136,28 +147,31 @@ class ActivationExtractor:
                 outs = [outs]
             maps = [_standardize(o, cf) for o, cf in zip(outs, channels_first)]
             if include_output:
-                maps.append(tf.cast(outs[-1], tf.float32))
+                maps.append(ops.cast(outs[-1], "float32"))
             return maps
 
         def extract_with_summaries(x):
             maps = extract(x)
-            n = len(self.layers)
-            summaries = [_device_summary(m) for m in maps[:n]]
+            summaries = [_device_summary(m) for m in maps[: len(self.layers)]]
             stats, grams, means = ([s[i] for s in summaries] for i in range(3))
-            # Palette levels on the layer scale, where the maps are: 1 byte per value
-            # leaves the pass, quantized by multi-threaded kernels (numpy on the host:
-            # 0.55 s for the 120 M values of VGG16's 18 layers; here 0.19 s).
-            quantized = [_device_levels(m, st) for m, st in zip(maps[:n], stats)] if levels else []
-            return maps, stats, grams, means, quantized
+            return maps, stats, grams, means
 
-        spec = tf.TensorSpec(
-            (None, *[None if s is None else int(s) for s in self.input_shape]), tf.float32
+        # Every variable the pass reads: on JAX their values go into the compiled function.
+        variables = list(model.variables)
+        compile_ = _backend.compile_function
+        self._fn = compile_(extract, variables=variables, input_shape=self.input_shape)
+        self._fn_summaries = compile_(
+            extract_with_summaries, variables=variables, input_shape=self.input_shape
         )
-        # One trace for any batch size: no retracing per call or per epoch.
-        self._fn = tf.function(extract, input_signature=[spec], autograph=False)
-        self._fn_summaries = tf.function(
-            extract_with_summaries, input_signature=[spec], autograph=False
-        )
+        # Palette levels on the layer scale, where the maps are: 1 byte per value
+        # leaves the device, quantized by its multi-threaded kernels (numpy on the
+        # host: 0.55 s for the 120 M values of VGG16's 18 layers; here 0.19 s).
+        # The scale is one float64 division per layer, done on the host exactly as
+        # render.to_levels does it (JAX has no float64 on the device by default).
+        self._fn_levels = compile_(_device_levels) if levels else None
+
+    def _check_backend(self) -> None:
+        _backend.check_unchanged(self.backend)
 
     def __call__(self, inputs: Any) -> dict[str, np.ndarray]:
         """Outputs of the selected layers for ``inputs`` ``(N, *input_shape)``.
@@ -175,38 +189,49 @@ class ActivationExtractor:
         Returns:
             ``(activations, output)``; ``output`` is float32 ``(N, ...)`` or ``None``.
         """
-        outs = self._fn(np.asarray(inputs, dtype=np.float32))
-        acts = {info.path: out.numpy() for info, out in zip(self.layers, outs)}
-        return acts, (outs[-1].numpy() if self.include_output else None)
+        outs = self.tensors(inputs)
+        to_numpy = _backend.module(self.backend).to_numpy
+        acts = {info.path: to_numpy(out) for info, out in zip(self.layers, outs)}
+        return acts, (to_numpy(outs[-1]) if self.include_output else None)
 
     def run_with_summaries(self, inputs: Any) -> ExtractionResult:
         """One forward pass: activations, output, and per-layer reductions done on the device.
 
         The per-channel statistics and the probes' Gram matrix of every layer
-        are reduced where the activations are (multi-threaded TensorFlow
-        kernels, no float64 copy on the host), in the same traced function.
-        The activations come back as read-only views of the device buffers
-        (no copy).
+        are reduced where the activations are (multi-threaded kernels, no
+        float64 copy on the host), in the same compiled function. The
+        activations come back as read-only views of the device buffers where
+        the device is the CPU (no copy).
         """
-        maps, stats, grams, mean_maps, quantized = self._fn_summaries(
-            np.asarray(inputs, dtype=np.float32)
-        )
+        self._check_backend()
+        maps, stats, grams, mean_maps = self._fn_summaries(np.asarray(inputs, dtype=np.float32))
+        to_numpy = _backend.module(self.backend).to_numpy
         n = len(self.layers)
+        stats_np = [to_numpy(t) for t in stats]
         levels = {}
-        for info, (q, ok) in zip(self.layers, quantized):
-            if bool(ok):
-                levels[info.path] = np.asarray(q)
+        if self._fn_levels is not None:
+            scales = [_host_scale(s) for s in stats_np]
+            todo = [i for i, sc in enumerate(scales) if sc is not None]
+            if todo:
+                quantized = self._fn_levels(
+                    [maps[i] for i in todo],
+                    [np.float32(scales[i][0]) for i in todo],
+                    [np.float32(scales[i][1]) for i in todo],
+                )
+                for i, q in zip(todo, quantized):
+                    levels[self.layers[i].path] = to_numpy(q)
         return ExtractionResult(
-            activations={info.path: np.asarray(m) for info, m in zip(self.layers, maps[:n])},
-            output=np.asarray(maps[-1]) if self.include_output else None,
-            stats={info.path: np.asarray(t) for info, t in zip(self.layers, stats)},
-            grams={info.path: np.asarray(g) for info, g in zip(self.layers, grams)},
-            mean_maps={info.path: np.asarray(m) for info, m in zip(self.layers, mean_maps)},
+            activations={info.path: to_numpy(m) for info, m in zip(self.layers, maps[:n])},
+            output=to_numpy(maps[-1]) if self.include_output else None,
+            stats={info.path: s for info, s in zip(self.layers, stats_np)},
+            grams={info.path: to_numpy(g) for info, g in zip(self.layers, grams)},
+            mean_maps={info.path: to_numpy(m) for info, m in zip(self.layers, mean_maps)},
             levels=levels,
         )
 
     def tensors(self, inputs: Any) -> list[Any]:
-        """Like :meth:`__call__` but returns the ``tf.Tensor`` list, left on the device."""
+        """Like :meth:`__call__` but returns the backend's tensors, left on the device."""
+        self._check_backend()
         return self._fn(np.asarray(inputs, dtype=np.float32))
 
 
@@ -241,91 +266,95 @@ class ExtractionResult:
 
 def _device_summary(t: Any) -> tuple[Any, Any, Any]:
     """Per-channel statistics ``(N, C, 5)``, Gram ``(N, N)`` and channel-mean map ``(N, H, W)``."""
-    import tensorflow as tf
-
     # Most steps have no NaN/Inf: then the plain reductions (half the passes) do.
-    return tf.cond(
-        tf.reduce_all(tf.math.is_finite(t)),
+    return ops.cond(
+        ops.all(ops.isfinite(t)),
         lambda: _finite_summary(t),
         lambda: _masked_summary(t),
     )
 
 
-def _device_levels(t: Any, stats: Any) -> tuple[Any, Any]:
-    """``(uint8 levels of t on the layer scale, whether they are valid)``.
+def _host_scale(stats: np.ndarray) -> tuple[np.float32, np.float32] | None:
+    """``(lo, scale)`` of the layer scale, as :func:`~tb_activations.render.to_levels` computes it.
 
-    The same arithmetic as :func:`~tb_activations.render.to_levels` with
-    :func:`~tb_activations.render.value_range_from_stats` (``"layer"``): the
-    span and its reciprocal in float64, then ``(t - lo) * scale`` in float32,
-    clipped, rounded half to even. Invalid where the host would need float64
-    values (``scale`` beyond float32) or the statistics are not finite.
+    ``lo = min(0, min)`` and ``hi = max(max, lo)`` over all probes and
+    channels (:func:`~tb_activations.render.value_range_from_stats`), the span
+    and its reciprocal in float64, the scale then float32. ``None`` where the
+    host would need float64 values (``scale`` beyond float32) or the
+    statistics are not finite: the host quantizes those layers.
     """
-    import tensorflow as tf
+    from tb_activations.colormaps import LEVELS
 
+    if stats.size == 0 or not np.isfinite(stats).all():
+        return None
+    lo = np.float32(min(float(stats[..., 2].min()), 0.0))
+    hi = np.float32(max(float(stats[..., 1].max()), float(lo)))
+    span = np.float64(hi) - np.float64(lo)
+    scale = (LEVELS - 1) / span if span > 0 else 0.0
+    if scale > np.finfo(np.float32).max:
+        return None
+    return lo, np.float32(scale)
+
+
+def _device_levels(maps: list[Any], los: list[Any], scales: list[Any]) -> list[Any]:
+    """uint8 levels of each map on its ``(lo, scale)``: ``render.to_levels``' float32 arithmetic.
+
+    ``(t - lo) * scale`` in float32, clipped, rounded half to even (as
+    ``np.rint``); NaN/Inf as ``NAN_INDEX``.
+    """
     from tb_activations.colormaps import LEVELS, NAN_INDEX
 
-    lo = tf.minimum(tf.reduce_min(stats[..., 2]), 0.0)
-    hi = tf.maximum(tf.reduce_max(stats[..., 1]), lo)
-    span = tf.cast(hi, tf.float64) - tf.cast(lo, tf.float64)
-    scale64 = tf.where(span > 0, (LEVELS - 1) / tf.where(span > 0, span, 1.0), 0.0)
-    ok = tf.logical_and(
-        tf.reduce_all(tf.math.is_finite(stats)), scale64 <= np.finfo(np.float32).max
-    )
-    scale = tf.cast(tf.where(ok, scale64, 0.0), tf.float32)
-    q = tf.cast(tf.round(tf.clip_by_value((t - lo) * scale, 0.0, LEVELS - 1.0)), tf.uint8)
-    return tf.where(tf.math.is_finite(t), q, tf.constant(NAN_INDEX, tf.uint8)), ok
+    out = []
+    for t, lo, scale in zip(maps, los, scales):
+        scaled = ops.multiply(ops.subtract(t, lo), scale)
+        q = ops.cast(ops.round(ops.clip(scaled, 0.0, LEVELS - 1.0)), "uint8")
+        out.append(ops.where(ops.isfinite(t), q, ops.cast(NAN_INDEX, "uint8")))
+    return out
 
 
 def _finite_summary(t: Any) -> tuple[Any, Any, Any]:
-    import tensorflow as tf
-
-    shape = tf.shape(t)
-    count = tf.cast(shape[1] * shape[2], tf.float32) * tf.ones_like(t[:, 0, 0, :])
-    mean = tf.reduce_mean(t, axis=[1, 2])
+    shape = ops.shape(t)
+    count = ops.cast(shape[1] * shape[2], "float32") * ops.ones_like(t[:, 0, 0, :])
+    mean = ops.mean(t, axis=(1, 2))
     dev = t - mean[:, None, None, :]
-    std = tf.sqrt(tf.reduce_mean(dev * dev, axis=[1, 2]))
-    mx, mn = tf.reduce_max(t, axis=[1, 2]), tf.reduce_min(t, axis=[1, 2])
-    flat = tf.reshape(t, [shape[0], -1])
-    gram = tf.matmul(flat, flat, transpose_b=True)
-    return tf.stack([mean, mx, mn, std, count], axis=-1), gram, tf.reduce_mean(t, axis=-1)
+    std = ops.sqrt(ops.mean(dev * dev, axis=(1, 2)))
+    mx, mn = ops.max(t, axis=(1, 2)), ops.min(t, axis=(1, 2))
+    flat = ops.reshape(t, (shape[0], -1))
+    gram = ops.matmul(flat, ops.transpose(flat))
+    return ops.stack([mean, mx, mn, std, count], axis=-1), gram, ops.mean(t, axis=-1)
 
 
 def _masked_summary(t: Any) -> tuple[Any, Any, Any]:
-    import tensorflow as tf
-
-    finite = tf.math.is_finite(t)
-    zero = tf.zeros_like(t)
-    z = tf.where(finite, t, zero)
-    count = tf.reduce_sum(tf.cast(finite, tf.float32), axis=[1, 2])
-    safe = tf.maximum(count, 1.0)
-    mean = tf.reduce_sum(z, axis=[1, 2]) / safe
+    finite = ops.isfinite(t)
+    zero = ops.zeros_like(t)
+    z = ops.where(finite, t, zero)
+    count = ops.sum(ops.cast(finite, "float32"), axis=(1, 2))
+    safe = ops.maximum(count, 1.0)
+    mean = ops.sum(z, axis=(1, 2)) / safe
     # Two passes (mean, then deviations): E[x^2] - E[x]^2 cancels badly in float32.
-    dev = tf.where(finite, t - mean[:, None, None, :], zero)
-    std = tf.sqrt(tf.reduce_sum(dev * dev, axis=[1, 2]) / safe)
-    inf = tf.constant(np.inf, tf.float32)
+    dev = ops.where(finite, t - mean[:, None, None, :], zero)
+    std = ops.sqrt(ops.sum(dev * dev, axis=(1, 2)) / safe)
     has = count > 0
-    mx = tf.where(has, tf.reduce_max(tf.where(finite, t, -inf), axis=[1, 2]), 0.0)
-    mn = tf.where(has, tf.reduce_min(tf.where(finite, t, inf), axis=[1, 2]), 0.0)
-    flat = tf.reshape(z, [tf.shape(z)[0], -1])
-    gram = tf.matmul(flat, flat, transpose_b=True)
-    return tf.stack([mean, mx, mn, std, count], axis=-1), gram, tf.reduce_mean(z, axis=-1)
+    mx = ops.where(has, ops.max(ops.where(finite, t, -np.inf), axis=(1, 2)), 0.0)
+    mn = ops.where(has, ops.min(ops.where(finite, t, np.inf), axis=(1, 2)), 0.0)
+    flat = ops.reshape(z, (ops.shape(z)[0], -1))
+    gram = ops.matmul(flat, ops.transpose(flat))
+    return ops.stack([mean, mx, mn, std, count], axis=-1), gram, ops.mean(z, axis=-1)
 
 
 def _standardize(t: Any, channels_first: bool) -> Any:
-    import tensorflow as tf
-
-    if t.dtype != tf.float32:
-        t = tf.cast(t, tf.float32)
-    rank = t.shape.rank
+    if keras.backend.standardize_dtype(t.dtype) != "float32":
+        t = ops.cast(t, "float32")
+    rank = len(t.shape)
     if rank == 4:
-        return tf.transpose(t, (0, 2, 3, 1)) if channels_first else t
+        return ops.transpose(t, (0, 2, 3, 1)) if channels_first else t
     if rank == 3:
-        t = tf.transpose(t, (0, 2, 1)) if channels_first else t
-        return t[:, None, :, :]
+        t = ops.transpose(t, (0, 2, 1)) if channels_first else t
+        return ops.expand_dims(t, 1)
     if rank == 2:
-        return t[:, None, None, :]
+        return ops.expand_dims(ops.expand_dims(t, 1), 1)
     raise ValueError(
-        f"A layer output of rank {rank} (shape {t.shape}) cannot be shown as feature maps; "
+        f"A layer output of rank {rank} (shape {tuple(t.shape)}) cannot be shown as feature maps; "
         "tb_activations renders rank 4 (N, H, W, C), 3 (N, L, C) and 2 (N, C) outputs."
     )
 
@@ -397,8 +426,9 @@ def _capturing_forward(
     """A forward pass of a subclassed model that also returns the layers' outputs.
 
     Subclassed layers have no symbolic outputs, so each selected layer's
-    ``call`` is wrapped while the ``tf.function`` traces, recording what the
-    layer returns; the hooks are removed right after tracing.
+    ``call`` is wrapped while the pass runs (while it traces, where the backend
+    compiles: ``tf.function``, ``jax.jit``), recording what the layer returns;
+    the hooks are removed right after.
     """
 
     def forward(x):

@@ -40,9 +40,14 @@ def test_nested_backbone_layer_through_the_outer_model():
     # Same values as the inner model's own sub-model on the same input.
     inner = keras.Model(base.input, base.get_layer("block_1_expand_relu").output)
     np.testing.assert_allclose(
-        acts[infos[1].path], inner(x, training=False).numpy(), rtol=1e-5, atol=1e-5
+        acts[infos[1].path],
+        keras.ops.convert_to_numpy(inner(x, training=False)),
+        rtol=1e-5,
+        atol=1e-5,
     )
-    np.testing.assert_allclose(output, model(x, training=False).numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        output, keras.ops.convert_to_numpy(model(x, training=False)), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_inference_mode_dropout_and_batchnorm_untouched():
@@ -57,7 +62,9 @@ def test_inference_mode_dropout_and_batchnorm_untouched():
     x_in = np.random.default_rng(1).random((4, 8, 8, 3)).astype(np.float32)
     a1, a2 = ex(x_in)["drop"], ex(x_in)["drop"]
     np.testing.assert_array_equal(a1, a2)  # no dropout noise
-    np.testing.assert_allclose(a1, model(x_in, training=False).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(
+        a1, keras.ops.convert_to_numpy(model(x_in, training=False)), rtol=1e-6
+    )
     for b, w in zip(before, model.get_weights()):
         np.testing.assert_array_equal(b, w)  # BatchNorm statistics not updated
 
@@ -108,9 +115,12 @@ def test_subclassed_model_outputs_are_captured_in_a_real_pass():
 def test_extractor_is_traced_once():
     model = small_cnn()
     ex = ActivationExtractor(model, select_layers(model, None))
-    for n in (1, 3, 2):
+    for n in (1, 3, 2, 3):
         ex(np.zeros((n, 16, 16, 3)))
-    assert ex._fn.experimental_get_tracing_count() == 1
+    if keras.backend.backend() == "tensorflow":  # one trace for any batch size
+        assert ex._fn.experimental_get_tracing_count() == 1
+    elif keras.backend.backend() == "jax":  # one trace per batch size, none per call
+        assert ex._fn.jitted._cache_size() == 3
 
 
 def test_probe_size_mismatch_is_a_clear_error():
@@ -130,7 +140,9 @@ def test_device_reductions_equal_numpy_statistics_and_gram():
     ex = ActivationExtractor(model, select_layers(model, None), include_output=True)
     x = np.random.default_rng(0).random((3, 16, 16, 3)).astype(np.float32) * 255
     result = ex.run_with_summaries(x)
-    np.testing.assert_allclose(result.output, model(x, training=False).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(
+        result.output, keras.ops.convert_to_numpy(model(x, training=False)), rtol=1e-5
+    )
     for path, a in result.activations.items():
         expected = channel_stats(a)
         got = ChannelStats.from_reduced(result.stats[path], a.shape[1] * a.shape[2])
@@ -165,7 +177,9 @@ def test_device_reductions_count_nan_and_ignore_it():
         ("nan_and_inf", True),
         ("all_zero", True),
         ("ties", True),  # values landing exactly on .5 levels: round half to even, as np.rint
-        ("subnormal", True),  # the device's reductions flush them: the same scale either way
+        # TensorFlow's and XLA's reductions flush them (the same scale either way);
+        # PyTorch's keep them, and then the scale needs float64: the host's.
+        ("subnormal", None),
         ("tiny", False),  # 253 / span overflows float32: the host quantizes in float64
         ("huge", False),  # sums overflow float32: statistics and levels are redone on the host
     ],
@@ -199,6 +213,8 @@ def test_device_levels_equal_the_host_levels(values, on_device):
         model = keras.Model(inputs, keras.layers.Activation("linear", name="c")(inputs))
     ex = ActivationExtractor(model, select_layers(model, ["c"]), levels=True)
     result = ex.run_with_summaries(x)
+    if on_device is None:
+        on_device = keras.backend.backend() != "torch"
     assert ("c" in result.levels) == on_device
     if on_device:
         a = result.activations["c"]
