@@ -5,7 +5,7 @@ parameters (path traversal, HTML/script, NUL bytes, unknown runs) through
 TensorBoard's own WSGI stack and ``werkzeug.test.Client``, over a real data
 provider reading event files written by the real ``ActivationLogger`` (the
 fixtures of ``test_activations_plugin``). No answer may be a 5xx; every 4xx
-carries a plain-text message. ``REQUESTS`` counts the requests tried (README figure).
+carries a plain-text message. ``REQUESTS`` counts the requests tried (figure in docs/guide/reliability.md).
 """
 
 from __future__ import annotations
@@ -231,6 +231,6 @@ def test_fuzzed_requests_never_answer_5xx(client, generated):
 
 
 def test_requests_tried():
-    # Runs last in this module (file order): the README's figure.
+    # Runs last in this module (file order): the figure in docs/guide/reliability.md.
     print(f"plugin requests tried: {REQUESTS}, total {sum(REQUESTS.values())}")
     assert REQUESTS["fuzz"] >= 1000 and REQUESTS["table"] > 400

@@ -143,7 +143,7 @@ def test_colormaps_come_from_matplotlib():
 
 # ---------------------------------------------------------------------------
 # Property-based: any shape, any values -> a uint8 picture of the documented size.
-# ``PROPERTY_CASES`` counts the examples hypothesis generates (README figure).
+# ``PROPERTY_CASES`` counts the examples hypothesis generates (figure in docs/guide/reliability.md).
 
 PROPERTY_CASES: dict[str, int] = {}
 
@@ -406,5 +406,5 @@ def test_integer_and_boolean_maps_render_like_their_float32_values(dtype):
 
 
 def test_property_cases_are_counted():
-    # Runs after the property tests of this module (file order): the README figure.
+    # Runs after the property tests of this module (file order): the figure in docs/guide/reliability.md.
     print(f"property-based cases: {PROPERTY_CASES}, total {sum(PROPERTY_CASES.values())}")
