@@ -25,6 +25,7 @@ _EXPORTS = {
     "ActivationCallback": "tb_activations.callback",
     "ActivationExtractor": "tb_activations.extraction",
     "ActivationLogger": "tb_activations.logger",
+    "FeatureVisualization": "tb_activations.feature_vis",
     "LayerExamples": "tb_activations.channel_examples",
     "LayerInfo": "tb_activations.layer_selection",
     "Probes": "tb_activations.probes",
@@ -34,6 +35,7 @@ _EXPORTS = {
     "receptive_field": "tb_activations.receptive_field",
     "select_layers": "tb_activations.layer_selection",
     "top_examples": "tb_activations.channel_examples",
+    "visualize_channels": "tb_activations.feature_vis",
 }
 
 __all__ = sorted(_EXPORTS)
