@@ -42,16 +42,32 @@ def saturation_kind(layer: Any) -> str | None:
     return name if name in SATURATING else None
 
 
-def class_probabilities(output: np.ndarray) -> np.ndarray:
+#: Final activations whose outputs are already probabilities: a classifier's head.
+CLASSIFIER_HEADS = ("softmax", "sigmoid")
+
+
+def class_probabilities(output: np.ndarray, head: str | None = None) -> np.ndarray:
     """float64 ``(N, K)`` class probabilities from a classifier output ``(N, K)``.
 
-    Rows already in [0, 1] that sum to 1 are kept; others go through a
-    softmax. A single column ``(N, 1)`` is a binary classifier: it becomes
-    ``[1 - p, p]`` with ``p`` the output, or its sigmoid if not in [0, 1].
+    Args:
+        output: The model's output on the probes.
+        head: The classifier's final activation, from :func:`classifier_head`.
+            ``"softmax"``: the rows are taken as they are. ``"sigmoid"``: one
+            column ``p`` becomes ``[1 - p, p]`` (binary); several columns are
+            independent probabilities (multi-label) and are taken as they are,
+            never softmaxed. ``None`` (the user said the output is a
+            classifier's, of unknown head): rows already in [0, 1] that sum
+            to 1 are kept, others go through a softmax; a single column is a
+            binary classifier, ``[1 - p, p]`` with ``p`` the output, or its
+            sigmoid if not in [0, 1].
     """
     out = np.asarray(output, np.float64)
     if out.ndim != 2 or out.shape[1] == 0:
         raise ValueError(f"A classifier output must have shape (N, K). Received {out.shape}.")
+    if head == "softmax" or (head == "sigmoid" and out.shape[1] > 1):
+        return out
+    if head == "sigmoid":
+        return np.concatenate([1.0 - out, out], axis=1)
     finite = np.isfinite(out).all()
     in_unit = finite and bool(((out >= 0) & (out <= 1)).all())
     if out.shape[1] == 1:
@@ -102,9 +118,18 @@ def _class_text(idx: int, class_names: Sequence[str] | None) -> str:
 
 
 def predictions_markdown(
-    table: np.ndarray, probes: Probes, class_names: Sequence[str] | None, step: int
+    table: np.ndarray,
+    probes: Probes,
+    class_names: Sequence[str] | None,
+    step: int,
+    *,
+    multi_label: bool = False,
 ) -> str:
-    """A markdown table of :func:`prediction_table` for the Text dashboard."""
+    """A markdown table of :func:`prediction_table` for the Text dashboard.
+
+    ``multi_label``: the output is independent sigmoids; the table says so
+    (the predicted class is the most probable one, the others may be on too).
+    """
     labels = probes.labels or [None] * len(probes.names)
     labelled = [i for i, v in enumerate(labels) if v is not None]
     known = [i for i in labelled if table[i, 2] >= 0]
@@ -114,6 +139,8 @@ def predictions_markdown(
         head += f"; {correct} of {len(known)} labelled probes correct"
     if len(known) < len(labelled):
         head += f"; {len(labelled) - len(known)} labels are not class indices nor in `class_names`"
+    if multi_label:
+        head += "; multi-label (sigmoid) output: each class's probability on its own"
     lines = [
         head + ".",
         "",
@@ -203,6 +230,8 @@ class Diagnostics:
             positions per probe, see :class:`~tb_activations.drift.DriftTracker`.
         predictions: Write the predictions table (needs the model output).
         class_names: Names of the classifier's classes, or ``None``.
+        head: How to read the output, from :func:`prediction_head`:
+            ``"softmax"``/``"sigmoid"`` (already probabilities) or ``None``/``"logits"``.
         rank_by, top_k: As the logger's.
         colormap: Colormap of the CKA heatmap.
 
@@ -224,6 +253,7 @@ class Diagnostics:
         rank_by: str = "mean",
         top_k: int = 5,
         colormap: str = "magma",
+        head: str | None = None,
     ) -> None:
         if cka is not None and cka not in ESTIMATORS:
             raise ValueError(
@@ -246,6 +276,7 @@ class Diagnostics:
         self.drift = bool(drift)
         self.predictions = bool(predictions)
         self.class_names = class_names
+        self.head = head if head in CLASSIFIER_HEADS else None
         self.rank_by = rank_by
         self.top_k = top_k
         self.colormap = colormap
@@ -350,6 +381,9 @@ class Diagnostics:
             ),
         )
 
+    def _multi_label(self, out: np.ndarray) -> bool:
+        return self.head == "sigmoid" and out.shape[1] > 1
+
     def _prediction_values(self, output, step, float_tensor_value, text_value) -> list:
         import warnings
 
@@ -364,7 +398,7 @@ class Diagnostics:
                     stacklevel=3,
                 )
             return []
-        probs = class_probabilities(out)
+        probs = class_probabilities(out, self.head)
         table = prediction_table(probs, self.probes, self.class_names)
         content = metadata.create_predictions_content(
             probes=self.probes.names,
@@ -375,7 +409,9 @@ class Diagnostics:
         return [
             text_value(
                 metadata.PREDICTIONS_TEXT_TAG,
-                predictions_markdown(table, self.probes, self.class_names, step),
+                predictions_markdown(
+                    table, self.probes, self.class_names, step, multi_label=self._multi_label(out)
+                ),
                 description="Predicted class and confidence of each probe, with its label.",
             ),
             float_tensor_value(
@@ -400,26 +436,73 @@ def output_rank(model: Any) -> int | None:
     return None if shape is None else len(shape)
 
 
-def resolve_predictions(model: Any, predictions: bool | None) -> bool:
-    """Whether to fetch the model output for the predictions table.
+def _head_of(operation: Any) -> str | None:
+    """``"softmax"``/``"sigmoid"`` when ``operation`` ends in one, looking inside nested models."""
+    if isinstance(getattr(operation, "layers", None), list) and hasattr(operation, "outputs"):
+        return classifier_head(operation)  # a nested Sequential/Functional model
+    name = type(operation).__name__.lower()  # keras.layers.Softmax, keras.ops' Sigmoid
+    if name in CLASSIFIER_HEADS:
+        return name
+    fn = getattr(operation, "activation", None)  # Dense(..., activation=...), Activation(...)
+    name = getattr(fn, "__name__", None) if fn is not None else None
+    return name if name in CLASSIFIER_HEADS else None
 
-    ``None`` (auto): when the output is rank 2 ``(N, K)``, or unknown
-    (subclassed model; then a non-classifier output is skipped at log time).
-    ``True``: required; raises if the output is known not to be rank 2.
+
+def classifier_head(model: Any) -> str | None:
+    """``"softmax"`` or ``"sigmoid"`` when the model's first output comes out of that
+    activation (a ``Dense(K, activation=...)``, an ``Activation``/``Softmax`` layer, the
+    op itself, also as the last layer of a nested model); ``None`` otherwise: logits,
+    a regression head, an embedding, or a model whose graph is not known (subclassed).
+    """
+    try:
+        outputs = model.outputs
+    except (AttributeError, ValueError):
+        return None
+    if not outputs:
+        return None
+    first = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
+    history = getattr(first, "_keras_history", None)
+    operation = getattr(history, "operation", None)
+    return None if operation is None else _head_of(operation)
+
+
+def prediction_head(model: Any, predictions: bool | None) -> str | None:
+    """What the predictions table reads the model output as, or ``None`` for no table.
+
+    ``None`` (auto): a classifier only, i.e. a rank-2 output ``(N, K)`` out of
+    a final softmax or sigmoid (:func:`classifier_head`); its values are
+    already probabilities and are shown as they are. A regression head, an
+    embedding or logits get no table (pass ``predictions=True`` for logits).
+    ``True``: the user says the output is a classifier's; returns the head
+    if known, else ``"logits"`` (read by :func:`class_probabilities` with
+    ``head=None``). ``False``: ``None``.
 
     Raises:
-        ValueError: for ``predictions=True`` on a model whose output is not ``(N, K)``.
+        ValueError: for a non-bool ``predictions``, or ``predictions=True`` on a
+            model whose output is known not to be ``(N, K)``.
     """
     if predictions is not None and not isinstance(predictions, bool):
         raise ValueError(
             f"Invalid value for argument `predictions`. Expected None, True or False. Received: predictions={predictions!r}"
         )
     if predictions is False:
-        return False
+        return None
     rank = output_rank(model)
     if predictions and rank is not None and rank != 2:
         raise ValueError(
             f"Invalid value for argument `predictions`: the output of model {model.name!r} has "
             f"rank {rank}, not a classifier's (N, K). Received: predictions=True"
         )
-    return rank is None or rank == 2
+    head = classifier_head(model) if rank == 2 else None
+    if predictions:
+        return head or "logits"
+    return head
+
+
+def resolve_predictions(model: Any, predictions: bool | None) -> bool:
+    """Whether to fetch the model output for the predictions table (see :func:`prediction_head`).
+
+    Raises:
+        ValueError: as :func:`prediction_head`.
+    """
+    return prediction_head(model, predictions) is not None

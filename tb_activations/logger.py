@@ -12,7 +12,7 @@ import numpy as np
 
 from tb_activations import metadata
 from tb_activations.colormaps import palette
-from tb_activations.diagnostics import FIXED_SCALES, Diagnostics, resolve_predictions
+from tb_activations.diagnostics import FIXED_SCALES, Diagnostics, prediction_head
 from tb_activations.encode import (
     DEFAULT_COMPRESS_LEVEL,
     default_executor,
@@ -129,8 +129,12 @@ class ActivationLogger:
             int ``k``: ``k`` fixed spatial positions per probe are, with the
             channels as features (more samples for small probe sets).
         predictions: Write each probe's predicted class and confidence (and
-            its label) per step. ``None`` (default): when the model output is
-            a classifier's ``(N, K)``; ``True``: required; ``False``: never.
+            its label) per step. ``None`` (default): when the model is a
+            classifier, i.e. its output ``(N, K)`` comes out of a final
+            softmax or sigmoid (shown as the probabilities they are; several
+            sigmoids as multi-label); ``True``: the output is a classifier's
+            (logits are softmaxed, one logit goes through a sigmoid);
+            ``False``: never.
         class_names: Names of the classifier's classes, for the predictions
             table and for probe labels given as names. Defaults to ``None``.
 
@@ -256,7 +260,8 @@ class ActivationLogger:
         self._restart_step: int | None = None
         self._max_step: int | None = None  # the largest step this logger wrote
         # Drift, predictions and channel probes (tb_activations.diagnostics).
-        self._want_output = resolve_predictions(model, predictions)
+        head = prediction_head(model, predictions)
+        self._want_output = head is not None
         self._diagnostics = Diagnostics(
             self.layers,
             self.probes,
@@ -264,6 +269,7 @@ class ActivationLogger:
             cka=cka,
             cka_positions=cka_positions,
             predictions=self._want_output,
+            head=head,
             class_names=class_names,
             rank_by=rank_by,
             top_k=top_k,

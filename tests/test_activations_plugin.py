@@ -78,7 +78,9 @@ def write_logdir(log_dir: str) -> dict:
     model = tiny_model()
     conv_a = model.get_layer("conv_a")
     written = {}
-    with ActivationLogger(model, Probes(images, names=PROBE_NAMES), log_dir, top_k=3) as logger:
+    with ActivationLogger(
+        model, Probes(images, names=PROBE_NAMES), log_dir, top_k=3, predictions=True
+    ) as logger:
         for step in STEPS:
             records = logger.log(step)
             written[step] = {path: r.stats.stacked() for path, r in records.items()}

@@ -13,7 +13,12 @@ import pytest
 from tensorboard.util import tensor_util
 
 from tb_activations import ActivationCallback, ActivationLogger, Probes, metadata
-from tb_activations.diagnostics import class_probabilities, saturation_kind
+from tb_activations.diagnostics import (
+    class_probabilities,
+    classifier_head,
+    prediction_head,
+    saturation_kind,
+)
 from tests.conftest import images_at, read_run, scalar_values, small_cnn, steps_of, tensor_tags
 
 
@@ -257,7 +262,12 @@ def test_predictions_from_logits_with_labels_and_class_names(tmp_path, rng):
     images = np.stack([np.full((4, 4, 1), v, np.float32) for v in (0.0, 0.2, 2.0, 5.0)])
     probes = Probes(images, names=["a", "b", "c", "d"], labels=["cat", 0, None, "bird"])
     with ActivationLogger(
-        model, probes, tmp_path, class_names=["dog", "cat", "bird"], views=("mosaic",)
+        model,
+        probes,
+        tmp_path,
+        class_names=["dog", "cat", "bird"],
+        views=("mosaic",),
+        predictions=True,  # logits: a classifier only because the user says so
     ) as logger:
         logger.log(0)
     acc = read_run(tmp_path / "activations")
@@ -272,6 +282,89 @@ def test_predictions_from_logits_with_labels_and_class_names(tmp_path, rng):
     assert "1 of 3 labelled probes correct" in text
     assert "| a | cat (1) | dog (0) | 0.333 | 0.333 | **wrong** |" in text
     assert "| d | bird (2) | bird (2) | 0.987 | 0.987 | ok |" in text
+
+
+def head_model(units: int, activation, *, softmax_layer: bool = False, nested: bool = False):
+    """(4, 4, 1) -> mean pixel m -> Dense(units): output j = (j + 1) * m - 1, then ``activation``."""
+    import keras
+
+    inputs = keras.Input((4, 4, 1))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(1, 1, name="conv")(inputs))
+    dense = keras.layers.Dense(units, activation=None if softmax_layer else activation, name="d")
+    out = dense(x)
+    if softmax_layer:
+        out = keras.layers.Activation(activation, name="act")(out)
+    model = keras.Model(inputs, out)
+    model.get_layer("conv").set_weights(
+        [np.ones((1, 1, 1, 1), np.float32), np.zeros(1, np.float32)]
+    )
+    dense.set_weights(
+        [np.arange(1, units + 1, dtype=np.float32)[None], -np.ones(units, np.float32)]
+    )
+    if nested:
+        model = keras.Sequential([keras.Input((4, 4, 1)), model])
+    return model
+
+
+def test_classifier_head_reads_the_final_activation():
+    import keras
+
+    assert classifier_head(head_model(3, "softmax")) == "softmax"
+    assert classifier_head(head_model(1, "sigmoid")) == "sigmoid"
+    assert classifier_head(head_model(3, "softmax", softmax_layer=True)) == "softmax"
+    assert classifier_head(head_model(3, "sigmoid", nested=True)) == "sigmoid"
+    assert classifier_head(head_model(3, None)) is None  # logits
+    assert classifier_head(head_model(1, "relu")) is None  # a regression head
+    inputs = keras.Input((3,))
+    assert classifier_head(keras.Model(inputs, keras.layers.Softmax()(inputs))) == "softmax"
+    assert prediction_head(head_model(3, None), True) == "logits"
+    assert prediction_head(head_model(3, None), None) is None
+
+
+@pytest.mark.parametrize(("units", "activation"), [(1, None), (1, "relu"), (4, None), (4, "tanh")])
+def test_no_predictions_for_regression_heads_and_embeddings(tmp_path, units, activation):
+    # Before: a (N, 1) regression output was shown as a binary classifier through a
+    # sigmoid, an embedding as classes through a softmax.
+    images = np.stack([np.full((4, 4, 1), v, np.float32) for v in (0.0, 0.5, 1.0)])
+    with ActivationLogger(head_model(units, activation), images, tmp_path, views=("mosaic",)) as lg:
+        assert lg._want_output is False
+        lg.log(0)
+    acc = read_run(tmp_path / "activations")
+    assert metadata.PREDICTIONS_TAG not in tensor_tags(acc)
+    assert metadata.PREDICTIONS_TEXT_TAG not in tensor_tags(acc)
+
+
+def test_sigmoid_heads_are_shown_as_the_probabilities_they_are(tmp_path):
+    sig = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    m = np.array([0.0, 0.5, 1.0])  # mean pixel of each probe
+    images = np.stack([np.full((4, 4, 1), v, np.float32) for v in m])
+    # Multi-label: 3 independent sigmoids, p_j = sigmoid((j + 1) m - 1), never softmaxed.
+    probes = Probes(images, names=["a", "b", "c"], labels=[0, 2, 2])
+    with ActivationLogger(head_model(3, "sigmoid"), probes, tmp_path / "multi") as lg:
+        lg.log(0)
+    acc = read_run(tmp_path / "multi" / "activations")
+    table = tensor_at(acc, metadata.PREDICTIONS_TAG, 0)
+    p = sig(np.arange(1, 4)[None] * m[:, None] - 1)
+    np.testing.assert_array_equal(table[:, 0], [0, 2, 2])  # at m = 0 all equal: the first
+    np.testing.assert_allclose(table[:, 1], p.max(axis=1), rtol=1e-5)
+    np.testing.assert_allclose(table[:, 3], p[[0, 1, 2], [0, 2, 2]], rtol=1e-5)
+    assert "multi-label (sigmoid)" in text_at(acc, metadata.PREDICTIONS_TEXT_TAG, 0)
+    # Binary: one sigmoid p = sigmoid(m - 1) -> classes [1 - p, p].
+    with ActivationLogger(head_model(1, "sigmoid"), probes, tmp_path / "binary") as lg:
+        lg.log(0)
+    table = tensor_at(read_run(tmp_path / "binary" / "activations"), metadata.PREDICTIONS_TAG, 0)
+    p = sig(m - 1)
+    np.testing.assert_array_equal(table[:, 0], (p > 0.5).astype(int))
+    np.testing.assert_allclose(table[:, 1], np.maximum(p, 1 - p), rtol=1e-5)
+    # Softmax outputs are taken as they are (a separate Activation layer too).
+    with ActivationLogger(
+        head_model(3, "softmax", softmax_layer=True), probes, tmp_path / "soft"
+    ) as lg:
+        lg.log(0)
+    table = tensor_at(read_run(tmp_path / "soft" / "activations"), metadata.PREDICTIONS_TAG, 0)
+    z = np.arange(1, 4)[None] * m[:, None] - 1
+    soft = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(table[:, 1], soft.max(axis=1), rtol=1e-5)
 
 
 def test_predictions_option_checks(tmp_path, probes):
