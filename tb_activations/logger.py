@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -26,6 +26,8 @@ from tb_activations.layer_selection import (
     is_functional,
     list_layers,
     select_layers,
+    selects_by_shape,
+    warn_if_costly,
 )
 from tb_activations.probes import Probes
 from tb_activations.render import (
@@ -78,11 +80,18 @@ class ActivationLogger:
         log_dir: TensorBoard log directory. Events go to the run
             ``log_dir/<run_name>``, so ``log_dir`` can be shared with
             ``keras.callbacks.TensorBoard``.
-        layers: Which layers. ``None`` (default) selects every layer with a
-            spatial (rank-4) output; else a list of exact names or paths
-            (``"backbone/block_1_expand_relu"``), globs (``"block*_pool"``),
-            layer classes (``keras.layers.MaxPooling2D``) or predicates
-            ``callable(layer) -> bool``.
+        layers: Which layers. ``None`` (default): every computing layer with a
+            spatial (rank-4) output of a small model (VGG16's 18), the stage
+            outputs and pooling layers of a large one (ResNet50's 6); layers
+            that are the identity at inference (``Dropout``, ...), preprocessing
+            and padding left out (see
+            :func:`~tb_activations.layer_selection.default_layers`). Else a list of
+            exact names or paths (``"backbone/block_1_expand_relu"``), globs
+            (``"block*_pool"``), layer classes (``keras.layers.MaxPooling2D``),
+            predicates ``callable(layer) -> bool``, or the keywords
+            ``"default"``, ``"stages"`` and ``"all"`` (every spatial output):
+            ``["default", "conv2_block1_out"]`` widens the default. A
+            selection that costs much per step warns once.
         top_k: Channels in the top-k strip. Defaults to 5.
         rank_by: Statistic ranking channels: ``"mean"`` (default), ``"max"`` or ``"std"``.
         views: Image views to write, among ``"mosaic"``, ``"topk"``, ``"overlay"``.
@@ -248,6 +257,14 @@ class ActivationLogger:
         self.probes = self._fit_probes(model, probes, resize_probes)
         self._fitted_display: np.ndarray | None = None
         self.layers = self._select(model, layers)
+        warn_if_costly(
+            self.layers,
+            len(self.probes),
+            self.probes.image_size,
+            views=self.views,
+            max_image_size=self.max_image_size,
+            top_k=self.top_k,
+        )
         # Built lazily, once: the sub-model on first use, the event file on first log().
         self._extractor = None
         self._writer = SummaryWriter(self.run_dir)
@@ -303,21 +320,23 @@ class ActivationLogger:
         # A subclassed model: shapes are only known from a real forward pass.
         from tb_activations.extraction import ActivationExtractor
 
+        # The default rule and the keywords need every layer's shape: run them all once.
+        by_shape = selects_by_shape(layers)
         candidates = (
             [i for i in available if not i.is_model]
-            if layers is None
+            if by_shape
             else select_layers(model, layers, available=available)
         )
         probe = self.probes.inputs[:1]
         outs = ActivationExtractor(model, candidates, input_shape=probe.shape[1:]).tensors(probe)
         known = [_with_shape(i, tuple(o.shape[1:])) for i, o in zip(candidates, outs)]
-        if layers is None:
-            known = [i for i in known if i.shape[0] > 1 or i.shape[1] > 1]
-            if not known:
-                raise ValueError(
-                    "No layer of the subclassed model has a spatial output; pass `layers=` explicitly."
-                )
-        return known
+        if not by_shape:
+            return known
+        # The extractor returns dense outputs as (1, 1, C) maps: only larger ones count as
+        # spatial here (a name still selects the others).
+        maps = [i if i.shape[0] > 1 or i.shape[1] > 1 else replace(i, shape=None) for i in known]
+        chosen = {i.path for i in select_layers(model, layers, available=maps)}
+        return [i for i in known if i.path in chosen]
 
     @property
     def extractor(self):

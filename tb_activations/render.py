@@ -9,6 +9,7 @@ by zero, and NaN/Inf get their own colour.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -57,22 +58,53 @@ class Grid:
         }
 
 
-def grid_shape(channels: int) -> tuple[int, int]:
-    """``(cols, rows)`` of the near-square grid for ``channels`` cells.
+def grid_shape(
+    channels: int,
+    cell_h: int = 1,
+    cell_w: int = 1,
+    *,
+    sep: int = 1,
+    max_size: int | None = None,
+) -> tuple[int, int]:
+    """``(cols, rows)`` of the grid of ``channels`` cells of ``cell_h`` x ``cell_w`` px
+    whose image is nearest a square *in pixels*.
 
-    ``cols = ceil(sqrt(C))`` and ``rows = ceil(C / cols)``: every channel has a
-    cell (the article's ``floor`` dropped some).
+    ``rows = ceil(C / cols)`` (every channel has a cell; the article's ``floor``
+    dropped some), and ``cols`` makes the image, ``cols * (cell_w + sep) - sep``
+    by ``rows * (cell_h + sep) - sep`` px, closest to square (the smallest ratio
+    of its long side to its short side; a tie goes to more columns). For
+    square cells this is the article's ``cols = ceil(sqrt(C))``; 12 maps of
+    60 x 124 px get 2 columns (a 365 x 249 px image), not 4 (182 x 499).
+    With ``max_size``, grids that fit it at one pixel per cell come first.
 
     Examples:
         >>> [grid_shape(c) for c in (1, 3, 5, 64, 96)]
         [(1, 1), (2, 2), (3, 2), (8, 8), (10, 10)]
+        >>> grid_shape(12, 60, 124)
+        (2, 6)
     """
     if channels < 1:
         raise ValueError(
             f"Cannot tile {channels} channels: a layer output needs at least one channel."
         )
-    cols = math.ceil(math.sqrt(channels))
-    return cols, math.ceil(channels / cols)
+    return _grid_shape(channels, max(1, cell_h), max(1, cell_w), sep, max_size or 0)
+
+
+@functools.lru_cache(maxsize=1024)
+def _grid_shape(channels: int, cell_h: int, cell_w: int, sep: int, cap: int) -> tuple[int, int]:
+    best: tuple = ()
+    for cols in range(1, channels + 1):
+        rows = -(-channels // cols)
+        if cols > 1 and -(-channels // (cols - 1)) == rows:
+            continue  # as many rows with a column fewer: this one only adds empty cells
+        width, height = cols * (cell_w + sep) - sep, rows * (cell_h + sep) - sep
+        # Mirror-image grids divide the same two numbers: their ratios tie exactly.
+        aspect = max(width, height) / min(width, height)
+        floor = max(cols, rows) * (1 + sep) - sep  # the long side at one pixel per cell
+        key = (0, aspect, -cols) if not cap or floor <= cap else (1, floor, aspect, -cols)
+        if not best or key < best[0]:
+            best = (key, cols, rows)
+    return best[1], best[2]
 
 
 @dataclass(frozen=True)
@@ -91,8 +123,8 @@ def mosaic_layout(
 ) -> Layout:
     """The :class:`Layout` of ``c`` maps of ``h`` x ``w`` px in a mosaic at most ``max_size`` px.
 
-    Maps taller than one pixel get the near-square grid of :func:`grid_shape`,
-    pooled until the image fits. Maps one pixel tall are *strips* (a 1-D
+    Maps taller than one pixel get the grid of :func:`grid_shape` (near-square
+    in pixels), pooled until the image fits. Maps one pixel tall are *strips* (a 1-D
     output, one row per channel: a channels x positions heatmap) or, when also
     one pixel wide, *points* (a dense output); they are drawn
     :data:`STRIP_CELL` px tall (less if the image would not fit), in as
@@ -102,10 +134,11 @@ def mosaic_layout(
         >>> mosaic_layout(1, 254, 6)     # Conv1D output (N, 254, 6): one column of 8 px strips
         Layout(cols=1, rows=6, factor=1, up=(8, 1))
     """
-    cols, rows = grid_shape(c)
     cap = max_size if max_size is not None and max_size > 0 else None
     if h > 1:
+        cols, rows = grid_shape(c, h, w, sep=sep, max_size=cap)
         return Layout(cols, rows, shrink_factor(h, w, cols, rows, sep, max_size))
+    cols, rows = grid_shape(c)  # points: square cells
     up = STRIP_CELL
     if w <= 1:
         while up > 1 and cap is not None and max(cols, rows) * (up + sep) - sep > cap:

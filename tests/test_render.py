@@ -27,13 +27,16 @@ pytestmark = pytest.mark.filterwarnings("error")
 
 
 @pytest.mark.parametrize("channels", [1, 3, 5, 64, 96])
-def test_mosaic_holds_every_channel(channels):
-    h, w = 3, 2
+@pytest.mark.parametrize("h, w", [(3, 2), (2, 9), (7, 7)])
+def test_mosaic_holds_every_channel(channels, h, w):
     acts = np.broadcast_to(np.arange(1, channels + 1, dtype=np.float32), (1, h, w, channels))
     lo, hi = value_range(acts)
     levels, grid = mosaic_levels(to_levels(acts, lo, hi))
-    cols, rows = grid_shape(channels)
+    cols, rows = grid_shape(channels, h, w)
     assert (grid.cols, grid.rows) == (cols, rows) and cols * rows >= channels
+    # The grid (written to the layer's metadata, read by the dashboard) is the image's.
+    assert (grid.cell_h, grid.cell_w, grid.sep) == (h, w, 1)
+    assert levels.shape[1:] == (grid.height, grid.width)
     assert levels.shape == (1, rows * (h + 1) - 1, cols * (w + 1) - 1)
     for c in range(channels):
         r, q = divmod(c, cols)
@@ -62,6 +65,35 @@ def test_grid_is_near_square_and_never_drops():
     ]
     with pytest.raises(ValueError, match="at least one channel"):
         grid_shape(0)
+
+
+def test_grid_is_near_square_in_pixels_not_in_cells():
+    # The case: 12 maps of 60 x 124 px were 4 x 3 cells, a 182 x 499 px image.
+    assert grid_shape(12, 60, 124) == (2, 6)
+    img = render_mosaic(np.random.default_rng(0).random((60, 124, 12), dtype=np.float32))
+    assert img.shape == (6 * 61 - 1, 2 * 125 - 1, 3) == (365, 249, 3)
+    # Wide and tall maps mirror each other.
+    assert grid_shape(16, 8, 32) == (2, 8) and grid_shape(16, 32, 8) == (8, 2)
+    # Square maps: the article's cols = ceil(sqrt(C)), whatever the cell size.
+    for c in range(1, 700):
+        cols = int(np.ceil(np.sqrt(c)))
+        assert grid_shape(c, 5, 5) == grid_shape(c) == (cols, -(-c // cols)), c
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 600), st.integers(1, 200), st.integers(1, 200), st.integers(0, 2))
+def test_grid_is_the_most_square_in_pixels(c, h, w, sep):
+    def aspect(cols):
+        rows = -(-c // cols)
+        width, height = cols * (w + sep) - sep, rows * (h + sep) - sep
+        return max(width, height) / min(width, height)
+
+    cols, rows = grid_shape(c, h, w, sep=sep)
+    assert rows == -(-c // cols) and cols * (rows - 1) < c
+    # No grid is nearer a square (grids that only add empty cells aside), and the
+    # article's grid is never better.
+    best = min(aspect(k) for k in range(1, c + 1) if k == 1 or -(-c // (k - 1)) != -(-c // k))
+    assert aspect(cols) == best <= aspect(int(np.ceil(np.sqrt(c))))
 
 
 def test_constant_and_zero_maps_render_at_the_low_end_without_nan():
@@ -182,7 +214,7 @@ def test_any_values_make_a_uint8_mosaic_of_the_documented_size(acts, normalize):
     assert img.dtype == np.uint8
     assert img.shape == (*_expected_mosaic_size(h, w, c), 3)
     if h > 1:
-        cols, rows = grid_shape(c)
+        cols, rows = grid_shape(c, h, w, max_size=2048)
         assert img.shape == (rows * (h + 1) - 1, cols * (w + 1) - 1, 3)
 
 
@@ -205,7 +237,7 @@ def test_mosaic_layout_fits_max_size_whenever_one_pixel_per_channel_fits(h, w, c
     if max(floor_h, floor_w) <= max_size:
         assert max(height, width) <= max_size, (layout, height, width)
     if h > 1:
-        assert (layout.cols, layout.rows) == grid_shape(c)
+        assert (layout.cols, layout.rows) == grid_shape(c, h, w, sep=sep, max_size=max_size)
     elif w > 1:
         assert layout.up[1] == 1 and layout.up[0] >= 1  # strips: only taller, never wider
 
