@@ -97,7 +97,10 @@ class ActivationLogger:
         views: Image views to write, among ``"mosaic"``, ``"topk"``, ``"overlay"``.
             Defaults to all three.
         colormap: Matplotlib (or seaborn) colormap name. Defaults to
-            ``"magma"``, where zero is black, as in the article's heatmaps.
+            ``"magma"``, where the low end of the scale is black: zero in a
+            ReLU layer (the article's dead channels); in a layer with
+            negative values the scale starts at its minimum, which is black,
+            and zero is a colour partway up.
         normalize: ``"layer"`` (default): one colour scale per layer,
             ``[min(0, min), max]`` over all probes, re-fitted each step;
             ``"channel"``: one per channel; fixed across steps, so that a

@@ -309,25 +309,90 @@ def mosaic_levels(
 
 
 def topk_levels(
-    levels: np.ndarray, channels: np.ndarray, *, sep: int = 1, min_cell: int = TOPK_MIN_CELL
+    levels: np.ndarray,
+    channels: np.ndarray,
+    *,
+    sep: int = 1,
+    min_cell: int = TOPK_MIN_CELL,
+    max_size: int | None = None,
 ) -> np.ndarray:
     """One strip per probe of the ``channels`` ``(N, k)`` maps, enlarged to at least ``min_cell`` px.
 
     Maps one pixel tall (1-D outputs) are also made at least :data:`STRIP_CELL` px tall.
+    With ``max_size``, the enlargement stops where the strip would exceed it
+    (the maps are never shrunk here: :func:`topk_strip` pools them first).
 
     Returns:
         uint8 ``(N, h * up_h, k * (w * up + sep) - sep)`` with ``up = ceil(min_cell / max(h, w))``
         (at least 1) and ``up_h = max(up, STRIP_CELL)`` for ``h == 1``, else ``up``.
     """
     _n, h, w, _ = levels.shape
+    k = channels.shape[1]
     picked = np.take_along_axis(levels, channels[:, None, None, :], axis=3).transpose(0, 3, 1, 2)
     up = max(1, math.ceil(min_cell / max(h, w)))
+    cap = max_size if max_size is not None and max_size > 0 else None
+    if cap is not None:
+        while up > 1 and (k * (w * up + sep) - sep > cap or h * up > cap):
+            up -= 1
     up_h = max(up, STRIP_CELL) if h == 1 else up
+    if cap is not None:
+        while up_h > up and h * up_h > cap:
+            up_h -= 1
     if up_h > 1:
         picked = picked.repeat(up_h, axis=2)
     if up > 1:
         picked = picked.repeat(up, axis=3)
-    return tile(picked, cols=channels.shape[1], sep=sep)
+    return tile(picked, cols=k, sep=sep)
+
+
+def topk_strip(
+    acts: np.ndarray,
+    top: np.ndarray,
+    scale: tuple[Any, Any],
+    *,
+    sep: int = 1,
+    max_size: int | None = DEFAULT_MAX_SIZE,
+    levels: np.ndarray | None = None,
+    levels_factor: int = 1,
+    all_finite: bool = False,
+) -> np.ndarray:
+    """Levels ``(N, h, w)`` of the top-k strip, at most ``max_size`` px on its long side.
+
+    The ``k`` maps are mean-pooled to fit, like the mosaic (never subsampled:
+    a fine pattern is averaged, not aliased), then enlarged as
+    :func:`topk_levels` allows within ``max_size``.
+
+    Args:
+        acts: float ``(N, H, W, C)`` activations.
+        top: int ``(N, k)`` channels, strongest first.
+        scale: ``(lo, hi)`` colour scale (scalars, or ``(C,)`` per channel).
+        sep: Separator width in px.
+        max_size: Cap on the long side; ``None`` or 0: none.
+        levels: The mosaic's levels of ``acts`` when computed, pooled by
+            ``levels_factor``; reused when that pooling is enough for the strip.
+        levels_factor: Pooling factor of ``levels``.
+        all_finite: The caller has counted no NaN/Inf in ``acts``.
+    """
+    _n, h, w, _c = acts.shape
+    k = top.shape[1]
+    cap = max_size if max_size is not None and max_size > 0 else None
+    factor = 1 if cap is None else shrink_factor(h, w, k, 1, sep, cap)
+    if levels is not None and levels_factor >= factor:
+        strip = topk_levels(levels, top, sep=sep, max_size=cap)
+    else:
+        # Only the k strip channels are pooled, from the activations: cheap next to the mosaic.
+        picked = np.take_along_axis(acts, top[:, None, None, :], axis=3)
+        lo, hi = (np.asarray(v, np.float32) for v in scale)
+        if lo.ndim == 1:  # per-channel scales follow their channel
+            lo, hi = lo[top][:, None, None, :], hi[top][:, None, None, :]
+        pooled = to_levels(pool(picked, factor), lo, hi, all_finite=all_finite)
+        order = np.broadcast_to(np.arange(k), top.shape)
+        strip = topk_levels(pooled, order, sep=sep, max_size=cap)
+    if cap is not None and max(strip.shape[1:]) > cap:
+        # Only when k cells of one pixel do not fit (k > max_size / 2): drop columns.
+        step = -(-max(strip.shape[1:]) // cap)
+        strip = strip[:, ::step, ::step]
+    return strip
 
 
 def colorize(levels: np.ndarray, colormap: str = "magma") -> np.ndarray:
@@ -498,7 +563,7 @@ def render_topk(
     Returns:
         ``(image, channels)``: uint8 ``(N?, h', k'*(w'+sep)-sep, 3)`` and int
         ``(N?, k')``, ``k' = min(k, C)``, with the cell size ``h'`` x ``w'`` of
-        :func:`topk_levels` (no size cap here; the logger subsamples to its cap).
+        :func:`topk_levels` (no size cap here; :func:`topk_strip` pools to a cap).
     """
     from tb_activations.stats import channel_stats, top_channels
 
@@ -591,9 +656,16 @@ def render_views(
     mosaic, grid = mosaic_levels(levels, sep=1, layout=layout)
     strip = None
     if "topk" in views:
-        strip = topk_levels(levels, top, sep=1)
-        step = max(1, -(-max(strip.shape[1:]) // max_size))  # nearest subsampling to fit
-        strip = strip[:, ::step, ::step] if step > 1 else strip
+        strip = topk_strip(
+            acts,
+            top,
+            scale,
+            sep=1,
+            max_size=max_size,
+            levels=levels,
+            levels_factor=layout.factor,
+            all_finite=all_finite,
+        )
     overlays = None
     if "overlay" in views and h > 1:
         display = fit_overlay_display(display, max_size)

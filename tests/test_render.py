@@ -16,8 +16,10 @@ from tb_activations.render import (
     overlay_pair,
     render_mosaic,
     render_topk,
+    render_views,
     shrink_factor,
     to_levels,
+    topk_strip,
     value_range,
 )
 from tb_activations.stats import RANK_BY
@@ -440,3 +442,51 @@ def test_integer_and_boolean_maps_render_like_their_float32_values(dtype):
 def test_property_cases_are_counted():
     # Runs after the property tests of this module (file order): the figure in docs/guide/reliability.md.
     print(f"property-based cases: {PROPERTY_CASES}, total {sum(PROPERTY_CASES.values())}")
+
+
+# -- issue 16 defect 8: the top-k strip is mean-pooled to fit, not subsampled ---------
+
+
+@pytest.mark.parametrize("normalize", ["layer", "channel"])
+def test_topk_strip_is_mean_pooled_to_fit(normalize):
+    # 4 maps 8x8; channel 0 alternates 0/1 column by column, the others are 1.
+    acts = np.ones((1, 8, 8, 4), np.float32)
+    acts[0, :, ::2, 0] = 0.0
+    top = np.array([[0, 1, 2, 3]])
+    scale = (0.0, 1.0)
+    if normalize == "channel":  # per-channel scales follow their channel into the strip
+        scale = (np.zeros(4, np.float32), np.ones(4, np.float32))
+    # The mosaic (2 x 2 cells, 17 px) fits 20 px; the strip of 4 cells does not.
+    views = render_views(acts, None, top, scale, views=("mosaic", "topk"), max_size=20)
+    assert views.grid.cell_w == 8  # the mosaic is not pooled
+    strip = views.topk[0]
+    # Pooled by 2: four 4x4 cells, 1 px apart, within 20 px; no enlargement past the cap.
+    assert strip.shape == (4, 4 * 5 - 1)
+    half = round(0.5 * (LEVELS - 1))
+    assert (strip[:, 0:4] == half).all()  # the stripes averaged, not aliased to 0 or 1
+    assert (strip[:, 5:9] == LEVELS - 1).all()
+    assert (strip[:, 4] == BACKGROUND_INDEX).all()
+
+
+def test_topk_strip_enlarges_within_the_cap_and_reuses_pooled_mosaic_levels():
+    acts = np.random.default_rng(0).random((2, 6, 6, 3)).astype(np.float32)
+    top = np.array([[2, 0, 1], [1, 2, 0]])
+    levels = to_levels(acts, 0.0, 1.0)
+    strip = topk_strip(acts, top, (0.0, 1.0), max_size=100, levels=levels)
+    assert strip.shape == (2, 6 * 5, 3 * (6 * 5 + 1) - 1)  # up = 5: 93 px <= 100 (not 11)
+    for p in range(2):  # the first cell is channel top[p, 0], enlarged 5 times (nearest)
+        np.testing.assert_array_equal(strip[p, ::5, 0:30:5], levels[p, :, :, top[p, 0]])
+    no_cap = topk_strip(acts, top, (0.0, 1.0), max_size=None, levels=levels)
+    assert no_cap.shape == (2, 66, 3 * 67 - 1)  # TOPK_MIN_CELL: 64 px cells, up = 11
+
+
+def test_magma_black_is_the_low_end_of_the_scale_not_zero_of_signed_layers():
+    # What the docs say: zero is black in a ReLU layer; a signed layer starts at its minimum.
+    pal = palette("magma")
+    relu = np.array([0.0, 2.0], np.float32).reshape(1, 1, 2, 1)
+    signed = np.array([-1.0, 0.0, 1.0], np.float32).reshape(1, 1, 3, 1)
+    assert to_levels(relu, *value_range(relu))[0, 0, 0, 0] == 0
+    levels = to_levels(signed, *value_range(signed))[0, 0, :, 0]
+    assert levels[0] == 0 and levels[1] == round(0.5 * (LEVELS - 1))
+    assert pal[0].max() < 10  # black
+    assert pal[levels[1]].max() > 100  # zero of a signed layer: not black
