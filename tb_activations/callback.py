@@ -34,6 +34,14 @@ class ActivationCallback(keras.callbacks.Callback):
             (``L/cka_reference``), see
             :meth:`~tb_activations.ActivationLogger.pin_reference`. Defaults
             to ``None``: no reference.
+        examples_pool: Images whose top examples per channel are written
+            (see :meth:`~tb_activations.ActivationLogger.log_examples`).
+            Defaults to ``None``: none.
+        examples_freq: Write examples every this many epochs. Defaults to
+            ``None``: once, at the end of training.
+        feature_vis_freq: Every this many epochs, write images optimised for
+            the 4 strongest channels of each layer
+            (:func:`~tb_activations.visualize_channels`). Defaults to ``None``: never.
         **logger_kwargs: Any other :class:`~tb_activations.ActivationLogger`
             option (``top_k``, ``rank_by``, ``colormap``, ``normalize``, ...).
 
@@ -71,9 +79,21 @@ class ActivationCallback(keras.callbacks.Callback):
         freq: str | int = "epoch",
         epoch_freq: int = 1,
         pin_reference_at_epoch: int | None = None,
+        examples_pool: Any = None,
+        examples_freq: int | None = None,
+        feature_vis_freq: int | None = None,
         **logger_kwargs: Any,
     ) -> None:
         super().__init__()
+        from tb_activations.examples_log import ExamplesSchedule
+
+        if examples_pool is not None:
+            logger_kwargs["examples_pool"] = examples_pool
+        self._schedule = ExamplesSchedule(
+            examples_freq=examples_freq,
+            feature_vis_freq=feature_vis_freq,
+            enabled=logger_kwargs.get("examples_pool") is not None,
+        )
         if pin_reference_at_epoch is not None and (
             isinstance(pin_reference_at_epoch, bool)
             or not isinstance(pin_reference_at_epoch, int)
@@ -158,6 +178,7 @@ class ActivationCallback(keras.callbacks.Callback):
                 )
         if self.freq == "epoch" and (epoch + 1) % self.epoch_freq == 0:
             self._log(epoch)
+        self._schedule.epoch_end(self, epoch)
 
     def _on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         if self.freq == "epoch" or not self.writes:
@@ -167,6 +188,7 @@ class ActivationCallback(keras.callbacks.Callback):
             self._log(step)
 
     def on_train_end(self, logs: dict | None = None) -> None:
+        self._schedule.train_end(self)
         if self.logger is not None:
             self.logger._writer.close()  # flush to disk; reopened if fit() runs again
 

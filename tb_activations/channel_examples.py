@@ -350,9 +350,17 @@ def _spatial_layers(model: Any, layers: Any) -> list[LayerInfo]:
 def _extractor_for(
     model: Any, infos: list[LayerInfo], input_shape: tuple[int, ...], given: Any
 ) -> Any:
-    """``given`` if it extracts every layer of ``infos``, else a new extractor of ``infos``."""
+    """``given`` if it extracts every layer of ``infos``, else a new extractor of ``infos``.
+
+    A given extractor traced for another image size (a model without a fixed
+    input size, probes and pool of different sizes) is replaced by a new one.
+    """
     from tb_activations.extraction import ActivationExtractor
 
+    if given is not None and tuple(getattr(given, "input_shape", input_shape)) != tuple(
+        input_shape
+    ):
+        given = None
     if given is not None:
         have = {i.path for i in given.layers}
         missing = [i.path for i in infos if i.path not in have]

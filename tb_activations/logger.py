@@ -149,6 +149,14 @@ class ActivationLogger:
             ``False``: never.
         class_names: Names of the classifier's classes, for the predictions
             table and for probe labels given as names. Defaults to ``None``.
+        examples_pool: Images for :meth:`log_examples` (top-activating
+            examples per channel): an array, a folder or files, a
+            ``tf.data.Dataset``, see :func:`~tb_activations.top_examples`;
+            preprocessed like the probes. Defaults to ``None``.
+        examples_k: Examples kept per channel. Defaults to 9.
+        examples_layers: Layers whose channels get examples. Defaults to
+            ``None``: the selected layers with a spatial output.
+        examples_batch_size: Pool images per forward pass. Defaults to 32.
 
     Raises:
         ValueError: for an unknown layer (the message lists the selectable
@@ -185,6 +193,10 @@ class ActivationLogger:
         cka_positions: int | None = None,
         predictions: bool | None = None,
         class_names: Sequence[str] | None = None,
+        examples_pool: Any = None,
+        examples_k: int = 9,
+        examples_layers: Sequence[LayerSpec] | LayerSpec | None = None,
+        examples_batch_size: int = 32,
     ) -> None:
         if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
             raise ValueError(
@@ -296,6 +308,16 @@ class ActivationLogger:
             colormap=colormap,
         )
         self._fixed_scales: dict[str, tuple[Any, Any]] = {}  # normalize="first"/"running_max"
+        # Top examples per channel (tb_activations.examples_log): options checked now.
+        from tb_activations.examples_log import ExamplesLog
+
+        self._examples = ExamplesLog(
+            self,
+            examples_pool,
+            k=examples_k,
+            layers=examples_layers,
+            batch_size=examples_batch_size,
+        )
 
     # -- set-up ---------------------------------------------------------------
 
@@ -477,6 +499,37 @@ class ActivationLogger:
             height=display.shape[1],
             description=f"The probe images, in order: {names}.",
         )
+
+    def log_examples(self, step: int, *, pool: Any = None) -> Any:
+        """Stream the example pool; write each channel's top examples at ``step``.
+
+        One traced pass per batch; see :func:`~tb_activations.top_examples`
+        and :mod:`tb_activations.examples_log` for what is written. Nothing is
+        written if the pass fails (an unreadable file is named).
+
+        Args:
+            step: The TensorBoard step, an int >= 0.
+            pool: Images to use instead of ``examples_pool``. Defaults to ``None``.
+
+        Returns:
+            The :class:`~tb_activations.TopExamples` written.
+        """
+        from tb_activations.examples_log import log_examples
+
+        return log_examples(self, step, pool)
+
+    def log_feature_vis(self, step: int, *, channels: int = 4, steps: int = 256, **options: Any):
+        """Write images optimised for the ``channels`` strongest channels of each layer at ``step``.
+
+        Channels are ranked by their mean activation on the probes; options go
+        to :func:`~tb_activations.visualize_channels`.
+
+        Returns:
+            ``{layer: FeatureVisualization}``.
+        """
+        from tb_activations.examples_log import log_feature_vis
+
+        return log_feature_vis(self, step, channels=channels, steps=steps, **options)
 
     def pin_reference(self) -> None:
         """Pin the probes' activations now as the reference of ``L/cka_reference``.

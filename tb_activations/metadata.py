@@ -47,6 +47,23 @@ tag                                     plugin       content
                                                      :func:`create_predictions_content`
 ======================================  ===========  =================================
 
+Channel examples (issue 14, written by :mod:`tb_activations.examples_log` at
+each example-step: ``log_examples()``, the callback's ``examples_freq``):
+
+=================================  ===========  ======================================
+tag                                plugin       content
+=================================  ===========  ======================================
+``L/examples``                     ``images``   pages: one row per channel, its top-k
+                                                crops (receptive field), values under
+``L/examples_data``                this plugin  float32 ``(C, k, 5)``, columns
+                                                :data:`EXAMPLES_FIELDS`; content from
+                                                :func:`create_examples_content`
+``L/examples_new_fraction``        ``scalars``  fraction of the winners new since the
+                                                previous example-step (from the second)
+``L/feature_vis``                  ``images``   one optimised image per chosen channel
+``L/feature_vis_channels``         this plugin  float32 ``(n, 2)``: channel, objective
+=================================  ===========  ======================================
+
 All scalars are float32. CKA is ``nan`` where undefined (a layer constant
 over the samples, e.g. dead). A tag holds one plugin's data only, so the
 predictions text and tensor have two tags.
@@ -142,6 +159,93 @@ PREDICTIONS_TAG = INTERNAL_PREFIX + "/predictions_tensor"
 #: Columns of the predictions tensor: predicted class index, its probability,
 #: label class index (-1 when unknown) and the probability of the label (NaN when unknown).
 PREDICTION_FIELDS = ("predicted_class", "confidence", "label_class", "label_probability")
+
+#: Columns of ``L/examples_data``: the winner's activation (its channel's maximum over
+#: positions), its pool image index, its position ``y``, ``x`` in the layer's output, and
+#: whether it is new since the previous example-step (1, 0; -1 at the first). Image
+#: index -1 and value NaN mark an empty slot.
+EXAMPLES_FIELDS = ("value", "image", "y", "x", "new")
+
+
+def examples_tag(layer: str) -> str:
+    """Tag of the top-examples pages of a layer (plugin ``images``)."""
+    return f"{layer}/examples"
+
+
+def examples_data_tag(layer: str) -> str:
+    """Tag of the top-examples tensor of a layer (this plugin)."""
+    return f"{layer}/examples_data"
+
+
+def feature_vis_tag(layer: str) -> str:
+    """Tag of the optimised images of a layer's channels (plugin ``images``)."""
+    return f"{layer}/feature_vis"
+
+
+def feature_vis_channels_tag(layer: str) -> str:
+    """Tag of the channels and objectives of ``feature_vis_tag``'s images (this plugin)."""
+    return f"{layer}/feature_vis_channels"
+
+
+def create_examples_content(
+    *,
+    layer: str,
+    shape: tuple[int, int, int],
+    k: int,
+    pool_size: int,
+    field: dict[str, Any],
+    grid: dict[str, int],
+    names: dict[int, str],
+    labels: dict[int, Any],
+) -> dict[str, Any]:
+    """Plugin content of ``L/examples_data``.
+
+    Args:
+        layer: Layer path.
+        shape: ``(H, W, C)`` of the layer output, channels-last.
+        k: Examples per channel.
+        pool_size: Images streamed.
+        field: ``size``, ``stride``, ``offset`` (per axis, input pixels) and
+            ``method`` of the receptive field: position ``(y, x)`` sees input
+            rows ``offset[0] + y * stride[0]`` to that plus ``size[0]`` (stop exclusive).
+        grid: Geometry of the ``L/examples`` pages: ``channels``, ``k``, ``rows``
+            (channels per page), ``pages``, ``cell``, ``label_h``, ``gutter_w``,
+            ``sep``, ``width``, ``height``; channel ``c`` is on page ``c // rows``.
+        names: ``{image index: name}`` of every winning image.
+        labels: ``{image index: label}`` of the winners that have one.
+    """
+    return {
+        "version": PROTO_VERSION,
+        "kind": "examples",
+        "layer": layer,
+        "shape": [int(s) for s in shape],
+        "k": int(k),
+        "pool_size": int(pool_size),
+        "fields": list(EXAMPLES_FIELDS),
+        "field": {
+            "size": [int(v) for v in field["size"]],
+            "stride": [int(v) for v in field["stride"]],
+            "offset": [int(v) for v in field["offset"]],
+            "method": str(field.get("method", "graph")),
+        },
+        "grid": {key: int(v) for key, v in grid.items()},
+        "views": {"examples": examples_tag(layer)},
+        "names": {str(int(i)): str(n) for i, n in names.items()},
+        "labels": {str(int(i)): str(v) for i, v in labels.items()},
+    }
+
+
+def create_feature_vis_content(*, layer: str, steps: int) -> dict[str, Any]:
+    """Plugin content of ``L/feature_vis_channels``."""
+    return {
+        "version": PROTO_VERSION,
+        "kind": "feature_vis",
+        "layer": layer,
+        "steps": int(steps),
+        "fields": ["channel", "objective"],
+        "images": feature_vis_tag(layer),
+    }
+
 
 # Values of ``SummaryMetadata.data_class`` (see TensorBoard's summary.proto):
 # third-party data left at DATA_CLASS_UNKNOWN is invisible to both loaders.
