@@ -19,6 +19,11 @@ two that scikit-learn ships) and drawn images (examples/images) are run too.
      plus the images of a step; RSS before and after many ``log()`` calls.
   5. The same job done the ways users do it today: the article's
      matplotlib/seaborn heatmaps, keract, tf-explain.
+  6. The default layers (``layers=None``) on larger architectures, 8 probes
+     224x224: ResNet50, MobileNetV2 and EfficientNetB0 (``weights=None``), with
+     the targets of ResNet50's defaults: at most 3x its forward pass and 30 MB
+     per step; and the memory of ResNet50's defaults in a fresh process.
+     ``--architectures`` runs this section alone.
 
 Timings are medians of repeated runs in this process; the machine is shared
 and noisy, so compare the ratios, not the seconds.
@@ -173,12 +178,12 @@ def bench_callback(rows, quick, tmp):
     )
 
 
-def bench_memory(rows, quick, layers, steps, label):
+def bench_memory(rows, quick, layers, steps, label, model="VGG16"):
     """Memory in a fresh process, so that no other workload's allocations hide it."""
     import json
     import subprocess
 
-    spec = json.dumps({"quick": quick, "layers": layers, "steps": steps})
+    spec = json.dumps({"quick": quick, "layers": layers, "steps": steps, "model": model})
     out = subprocess.run(
         [sys.executable, os.path.abspath(__file__), "--memory-child", spec],
         capture_output=True,
@@ -214,12 +219,13 @@ def memory_child(spec: str) -> None:
 
     cfg = json.loads(spec)
     size, n = (96, 2) if cfg["quick"] else (224, 8)
-    model = keras.applications.VGG16(
+    name = cfg.get("model", "VGG16")
+    model = getattr(keras.applications, name)(
         weights=None, include_top=not cfg["quick"], input_shape=(size, size, 3)
     )
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
-    probes = Probes(images, preprocess=keras.applications.vgg16.preprocess_input)
+    probes = Probes(images, preprocess=ARCHITECTURES.get(name, _vgg16_preprocess)())
     forward = tf.function(lambda x: model(x, training=False))
     for _ in range(3):
         forward(probes.inputs)
@@ -253,6 +259,78 @@ def memory_child(spec: str) -> None:
         "images_mb": images_mb,
     }
     print(json.dumps(result))
+
+
+def _vgg16_preprocess():
+    import keras
+
+    return keras.applications.vgg16.preprocess_input
+
+
+def _preprocess(module):
+    def get():
+        import keras
+
+        return getattr(keras.applications, module).preprocess_input
+
+    return get
+
+
+#: keras.applications models of section 6 and their preprocessing.
+ARCHITECTURES = {
+    "ResNet50": _preprocess("resnet50"),
+    "MobileNetV2": _preprocess("mobilenet_v2"),
+    "EfficientNetB0": _preprocess("efficientnet"),
+}
+
+#: Targets of issue 16 for ResNet50's default layers.
+RESNET50_TARGETS = {"ratio": 3.0, "mb_per_step": 30.0}
+
+
+def bench_architectures(rows, quick, tmp, repeat):
+    """Section 6: ``log()`` with the default layers on ResNet50, MobileNetV2, EfficientNetB0."""
+    import keras
+
+    from tb_activations import Probes
+    from tb_activations.layer_selection import select_layers
+
+    size, n = (96, 2) if quick else (224, 8)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+    for name, preprocess in ARCHITECTURES.items():
+        model = getattr(keras.applications, name)(
+            weights=None, include_top=not quick, input_shape=(size, size, 3)
+        )
+        chosen = select_layers(model, None)
+        every = select_layers(model, "all")
+        print(f"{name} default layers: {', '.join(i.path for i in chosen)}", file=sys.stderr)
+        ratio, step_bytes = bench_log(
+            rows,
+            model,
+            Probes(images, preprocess=preprocess()),
+            None,
+            f"{name}, {n} probes {size}x{size}, default layers "
+            f"({len(chosen)} of the {len(every)} spatial ones)",
+            repeat,
+            tmp,
+        )
+        if name == "ResNet50":
+            met = (
+                ratio <= RESNET50_TARGETS["ratio"]
+                and step_bytes / 1e6 <= RESNET50_TARGETS["mb_per_step"]
+            )
+            label, measured, rel, data = rows[-1]
+            rows[-1] = (
+                label,
+                measured,
+                rel + f" (target <= {RESNET50_TARGETS['ratio']:.0f}x)",
+                data
+                + f" (target <= {RESNET50_TARGETS['mb_per_step']:.0f} MB): "
+                + ("**targets met**" if met else "**TARGET MISSED**"),
+            )
+        del model
+        keras.backend.clear_session()
+    bench_memory(rows, quick, None, 3, "ResNet50, default layers", model="ResNet50")
 
 
 def bench_article(rows, acts_by_layer, tmp, channels_sampled):
@@ -446,9 +524,23 @@ def main(argv=None) -> int:
         action="store_true",
         help="Skip the article/keract/tf-explain comparisons.",
     )
+    parser.add_argument(
+        "--architectures",
+        action="store_true",
+        help="Run section 6 alone: default layers on ResNet50, MobileNetV2, EfficientNetB0.",
+    )
     args = parser.parse_args(argv)
     if args.memory_child:
         memory_child(args.memory_child)
+        return 0
+    if args.architectures:
+        rows: list[tuple[str, str, str, str]] = []
+        tmp = tempfile.mkdtemp(prefix="tb_activations_bench_")
+        try:
+            bench_architectures(rows, args.quick, tmp, 2 if args.quick else 3)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        print_table(rows, args.quick)
         return 0
 
     import keras
@@ -519,6 +611,8 @@ def main(argv=None) -> int:
         bench_memory(rows, args.quick, pools, 5 if args.quick else 20, "5 pooling layers")
         bench_memory(rows, args.quick, None, 3 if args.quick else 5, "all 18 conv/pool layers")
         bench_callback(rows, args.quick, tmp)
+        if not args.quick:  # a minute more: CI's quick run leaves it to --architectures
+            bench_architectures(rows, args.quick, tmp, max(2, repeat - 2))
         if not args.no_alternatives:
             from tb_activations.extraction import ActivationExtractor
             from tb_activations.layer_selection import select_layers
@@ -531,15 +625,19 @@ def main(argv=None) -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
+    print_table(rows, args.quick)
+    return 0
+
+
+def print_table(rows, quick: bool) -> None:
     print(
         f"\nMachine: {_cpu_name()}, {os.cpu_count()} cores, Python {sys.version.split()[0]}, "
-        f"TensorFlow {_version('tensorflow')}; {'quick' if args.quick else 'full'} run\n"
+        f"TensorFlow {_version('tensorflow')}; {'quick' if quick else 'full'} run\n"
     )
     print("| workload | measured | ratio | event data |")
     print("|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
-    return 0
 
 
 if __name__ == "__main__":

@@ -361,8 +361,8 @@ def cmd_layers(args: argparse.Namespace) -> int:
             raise UserError(_no_match_message(err)) from None
         mark = "matched by --layers"
     else:
-        chosen = {i.path for i in infos if i.is_feature_map and not i.is_model}
-        mark = "selected by default (spatial output)"
+        chosen = {i.path for i in select_layers(net, None, available=infos)}
+        mark = "selected by default"
     input_shape = tuple(net.inputs[0].shape[1:]) if getattr(net, "inputs", None) else None
     report.result(
         f"{desc}: input {_shape_text(input_shape)}, {len(infos)} selectable layers "
@@ -618,8 +618,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATTERN",
         nargs="+",
         action="extend",
-        help="layer names, paths (outer/inner) or globs such as 'block*_pool' (default: every "
-        "layer with a spatial output; see '%(prog)s layers MODEL')".replace("%(prog)s", PROG),
+        help="layer names, paths (outer/inner), globs such as 'block*_pool', or 'default', "
+        "'stages', 'all' (every spatial output) (default: every computing layer of a small "
+        "model, the stage outputs and pooling layers of a large one; see '%(prog)s layers "
+        "MODEL')".replace("%(prog)s", PROG),
     )
     p.add_argument(
         "--log-dir", metavar="DIR", help="TensorBoard log directory (default: logs/tb-activations)"
