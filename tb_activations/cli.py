@@ -168,6 +168,18 @@ def _is_model_file(model: str) -> bool:
     return model.lower().endswith(MODEL_FILE_EXTENSIONS) or os.sep in model or os.path.exists(model)
 
 
+def _check_model_container(model: str) -> None:
+    """A ``.keras`` file must be a zip archive: say so, rather than Keras' "File not found"."""
+    import zipfile
+
+    if model.lower().endswith(".keras") and not zipfile.is_zipfile(model):
+        raise UserError(
+            f"cannot load model file {model}: it exists ({os.path.getsize(model)} bytes) but is "
+            "not a .keras archive (a zip file): truncated by an interrupted save or copy, or "
+            "not a Keras model"
+        )
+
+
 def check_model_arg(model: str) -> AppSpec | None:
     """Resolve MODEL without importing TensorFlow; ``None`` means a model file.
 
@@ -182,6 +194,7 @@ def check_model_arg(model: str) -> AppSpec | None:
                 f"{model} is a directory; MODEL must be a .keras or .h5 file "
                 "(TensorFlow SavedModel folders cannot be loaded by Keras 3)."
             )
+        _check_model_container(model)
         return None
     spec = find_application(model)
     if spec is None:
@@ -226,7 +239,11 @@ def load_model(
         try:
             net = keras.models.load_model(model, compile=False)
         except Exception as err:
-            raise UserError(f"cannot load model file {model}: {_first_line(err)}") from None
+            reason = _first_line(err)
+            if reason.startswith("File not found") and os.path.isfile(model):
+                # Keras says this of any .keras file it cannot open as an archive.
+                reason = "Keras cannot read it as a .keras archive (truncated or corrupt?)"
+            raise UserError(f"cannot load model file {model}: {reason}") from None
         if weights is not None and weights.lower() != "none":
             _load_weights(net, weights)
         return net, None, os.path.basename(model)
@@ -550,12 +567,16 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="hide progress lines")
 
 
+def _models_epilog() -> str:
+    return _fill("models by name: " + ", ".join(APPLICATIONS) + ".")
+
+
 def _model_options(p: argparse.ArgumentParser, weights_help: str) -> None:
     p.add_argument(
         "model",
         metavar="MODEL",
         help="a .keras/.h5 model file, or a keras.applications name "
-        f"({', '.join(list(APPLICATIONS)[:6])}, ...; see --help of 'log' for all)",
+        f"({', '.join(list(APPLICATIONS)[:6])}, ...; all are listed below)",
     )
     p.add_argument("--weights", metavar="imagenet|none|PATH", default=None, help=weights_help)
     p.add_argument(
@@ -598,7 +619,7 @@ def build_parser() -> argparse.ArgumentParser:
             "is given. PNG files are named <png-dir>/<probe>/<layer>_<view>.png, with '/' "
             "in nested layer paths written '__'."
         ),
-        epilog=_fill("models by name: " + ", ".join(APPLICATIONS) + ".")
+        epilog=_models_epilog()
         + "\n\nexamples:\n"
         + f"  {PROG} log vgg16 bird.jpg --layers 'block*_pool' --png-dir out   # the article\n"
         + f"  {PROG} log vgg16 photos/ --weights none --log-dir logs/vgg\n"
@@ -727,9 +748,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "layers",
         help="list the selectable layers of a model and their output shapes",
-        description="List the layers of MODEL that can be selected with --layers (nested "
-        "models' layers as outer/inner paths) with their classes and output shapes. Layers "
-        "marked * are selected by default, or by the given --layers patterns.",
+        description=_fill(
+            "List the layers of MODEL that can be selected with --layers (nested "
+            "models' layers as outer/inner paths) with their classes and output shapes. Layers "
+            "marked * are selected by default, or by the given --layers patterns."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_models_epilog(),
     )
     _model_options(
         p,

@@ -119,6 +119,35 @@ def test_help_does_not_import_tensorflow():
     assert proc.returncode == 0, proc.stderr
 
 
+def test_help_of_a_command_lists_its_models_instead_of_sending_to_itself(capsys):
+    for command in ("log", "layers"):
+        assert main([command, "--help"]) == 0
+        out = capsys.readouterr().out
+        assert "--help of 'log'" not in out
+        assert "all are listed below" in out
+        assert "convnext_xlarge." in out.replace("\n", " ")  # the last name of the list
+
+
+@pytest.mark.parametrize("cut", ["truncated", "empty", "text"])
+def test_a_broken_keras_file_is_not_reported_missing(tmp_path, capsys, cut):
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:  # a .keras file is a zip archive
+        archive.writestr("config.json", "{}" * 500)
+        archive.writestr("model.weights.h5", b"\0" * 2000)
+    whole = buffer.getvalue()
+    content = {"truncated": whole[: len(whole) // 2], "empty": b"", "text": b"hello"}[cut]
+    path = tmp_path / "model.keras"
+    path.write_bytes(content)
+    assert main(["layers", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "not found" not in err
+    assert f"it exists ({len(content)} bytes) but is not a .keras archive" in err
+    assert "truncated" in err
+
+
 def test_main_returns_exit_codes():
     assert main(["--version"]) == 0
     assert main([]) == 2  # no command: help on stderr
