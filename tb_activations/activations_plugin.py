@@ -8,12 +8,14 @@ Every route is a thin wrapper around a pure function of
 :mod:`tb_activations.plugin_data`, reading only through
 ``context.data_provider``; the routes are documented in ``http_api.md``.
 Bad or missing parameters answer 400, an unknown run, layer, tag, step or
-file 404, each with a plain-text message.
+file 404 (so does foreign or broken data under the plugin's name), and a
+data provider that cannot answer yet 503, each with a plain-text message.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -41,6 +43,8 @@ class ActivationsPlugin(base_plugin.TBPlugin):
 
     def __init__(self, context: base_plugin.TBContext) -> None:
         self._data_provider = context.data_provider
+        # Reads of whole tags, kept until the tag gets new data (plugin_data.ReadCache).
+        self._cache = plugin_data.ReadCache()
 
     def get_plugin_apps(self) -> dict[str, Callable]:
         return {
@@ -48,7 +52,9 @@ class ActivationsPlugin(base_plugin.TBPlugin):
             "/static/*": self._serve_static,
             "/runs": self._serve_runs,
             "/layers": self._serve_layers,
+            "/steps": self._serve_steps,
             "/stats": self._serve_stats,
+            "/channel": self._serve_channel,
             "/image": self._serve_image,
             "/scalars": self._serve_scalars,
             "/predictions": self._serve_predictions,
@@ -68,15 +74,32 @@ class ActivationsPlugin(base_plugin.TBPlugin):
         """Runs ``body(ctx, experiment_id, args)`` and maps errors to 4xx answers."""
         try:
             if self._data_provider is None:
-                raise errors.NotFoundError("TensorBoard runs without a data provider.")
+                raise plugin_data.UnavailableError("TensorBoard has no data provider yet.")
             ctx = plugin_util.context(request.environ)
             experiment = plugin_util.experiment_id(request.environ)
             result = body(ctx, experiment, request.args)
         except errors.PublicError as err:
             return _error(request, err)
+        except Exception as err:
+            if not _is_unavailable(err):
+                raise
+            logger.info("Data provider not ready: %s", err)
+            return _error(
+                request,
+                plugin_data.UnavailableError(
+                    f"TensorBoard's data server is not ready yet ({type(err).__name__}); "
+                    "try again in a few seconds."
+                ),
+            )
+        headers = None
+        if isinstance(result, tuple):  # (image bytes, missing steps) of /channel
+            result, missing = result
+            headers = [("X-Missing-Steps", ",".join(map(str, missing)))]
         if isinstance(result, bytes):
             # Overlays are JPEG, mosaics PNG: send the type of the stored bytes.
-            return http_util.Respond(request, result, img_mime_type_detector.from_bytes(result))
+            return http_util.Respond(
+                request, result, img_mime_type_detector.from_bytes(result), headers=headers
+            )
         return http_util.Respond(request, result, "application/json")
 
     @wrappers.Request.application
@@ -97,8 +120,20 @@ class ActivationsPlugin(base_plugin.TBPlugin):
                 ctx,
                 experiment_id=exp,
                 run=plugin_data.require_str(args, "run"),
+                cache=self._cache,
             ),
         )
+
+    @wrappers.Request.application
+    def _serve_steps(self, request):
+        def body(ctx, exp, args):
+            run = plugin_data.require_str(args, "run")
+            layer = plugin_data.require_str(args, "layer")
+            return plugin_data.layer_steps(
+                self._data_provider, ctx, experiment_id=exp, run=run, layer=layer, cache=self._cache
+            )
+
+        return self._json_route(request, body)
 
     @wrappers.Request.application
     def _serve_stats(self, request):
@@ -107,7 +142,35 @@ class ActivationsPlugin(base_plugin.TBPlugin):
             layer = plugin_data.require_str(args, "layer")
             step = plugin_data.require_int(args, "step")
             return plugin_data.layer_stats(
-                self._data_provider, ctx, experiment_id=exp, run=run, layer=layer, step=step
+                self._data_provider,
+                ctx,
+                experiment_id=exp,
+                run=run,
+                layer=layer,
+                step=step,
+                cache=self._cache,
+            )
+
+        return self._json_route(request, body)
+
+    @wrappers.Request.application
+    def _serve_channel(self, request):
+        def body(ctx, exp, args):
+            run = plugin_data.require_str(args, "run")
+            layer = plugin_data.require_str(args, "layer")
+            probe = plugin_data.require_int(args, "probe")
+            channel = plugin_data.require_int(args, "channel")
+            steps = plugin_data.require_steps(args, "steps")
+            return plugin_data.channel_history(
+                self._data_provider,
+                ctx,
+                experiment_id=exp,
+                run=run,
+                layer=layer,
+                probe=probe,
+                channel=channel,
+                steps=steps,
+                cache=self._cache,
             )
 
         return self._json_route(request, body)
@@ -127,6 +190,7 @@ class ActivationsPlugin(base_plugin.TBPlugin):
                 tag=tag,
                 step=step,
                 index=index,
+                cache=self._cache,
             )
 
         return self._json_route(request, body)
@@ -137,7 +201,7 @@ class ActivationsPlugin(base_plugin.TBPlugin):
             run = plugin_data.require_str(args, "run")
             layer = plugin_data.require_str(args, "layer")
             return plugin_data.layer_scalars(
-                self._data_provider, ctx, experiment_id=exp, run=run, layer=layer
+                self._data_provider, ctx, experiment_id=exp, run=run, layer=layer, cache=self._cache
             )
 
         return self._json_route(request, body)
@@ -151,6 +215,7 @@ class ActivationsPlugin(base_plugin.TBPlugin):
                 ctx,
                 experiment_id=exp,
                 run=plugin_data.require_str(args, "run"),
+                cache=self._cache,
             ),
         )
 
@@ -171,6 +236,12 @@ class ActivationsPlugin(base_plugin.TBPlugin):
         return http_util.Respond(request, body, content_type)
 
 
+def _is_unavailable(err: Exception) -> bool:
+    """Whether ``err`` says the data provider cannot answer yet (the Rust data server starting)."""
+    grpc = sys.modules.get("grpc")  # imported by TensorBoard's gRPC data provider, if in use
+    return grpc is not None and isinstance(err, grpc.RpcError)
+
+
 def _error(request: wrappers.Request, err: errors.PublicError) -> wrappers.Response:
-    code = err.http_code if 400 <= err.http_code < 500 else 404
+    code = err.http_code if 400 <= err.http_code < 500 or err.http_code == 503 else 404
     return http_util.Respond(request, str(err), "text/plain", code=code)

@@ -19,10 +19,13 @@ Examples:
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import re
-from collections.abc import Mapping
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 import numpy as np
@@ -94,6 +97,13 @@ def require_str(args: Mapping[str, str], name: str) -> str:
     return value
 
 
+class UnavailableError(errors.PublicError):
+    """The data provider cannot answer yet (TensorBoard is starting): HTTP 503."""
+
+    error_code = "Unavailable"
+    http_code = 503
+
+
 def require_int(args: Mapping[str, str], name: str, *, minimum: int = 0) -> int:
     """The integer parameter ``name`` of ``args``, at least ``minimum``.
 
@@ -114,6 +124,90 @@ def require_int(args: Mapping[str, str], name: str, *, minimum: int = 0) -> int:
     return value
 
 
+def require_steps(args: Mapping[str, str], name: str = "steps", *, limit: int = 200) -> list[int]:
+    """The comma-separated steps ``name`` of ``args``: at most ``limit`` integers >= 0.
+
+    Raises:
+        InvalidArgumentError: if it is missing, malformed, or lists more than ``limit``.
+    """
+    raw = require_str(args, name)
+    parts = raw.split(",")
+    if len(parts) > limit:
+        raise errors.InvalidArgumentError(
+            f"Invalid value for parameter `{name}`. Expected at most {limit} steps. "
+            f"Received: {len(parts)}"
+        )
+    if not all(re.fullmatch(r"[0-9]{1,18}", p) for p in parts):
+        raise errors.InvalidArgumentError(
+            f"Invalid value for parameter `{name}`. Expected comma-separated integers >= 0. "
+            f"Received: {raw[:100]!r}"
+        )
+    return [int(p) for p in parts]
+
+
+# --------------------------------------------------------------------------
+# Caches: TensorBoard's data providers have no "one step" read, so a route
+# that needs one step of a tag reads all of them. Each read is kept, keyed by
+# the tag's listing entry (max step and wall time), which changes whenever
+# the tag gets new data: a hover, a step change or Play reads a tag once per
+# new logged step, not once per request.
+
+
+class ReadCache:
+    """A thread-safe LRU of values keyed by ``(key, version)``, bounded in bytes.
+
+    Args:
+        max_bytes: Total size of the kept values (as ``size`` says) before the
+            least recently used are dropped.
+    """
+
+    def __init__(self, max_bytes: int = 256 << 20) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[Hashable, tuple[Hashable, Any, int]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(
+        self,
+        key: Hashable,
+        version: Hashable,
+        compute: Callable[[], Any],
+        size: Callable[[Any], int] = lambda v: 1024,
+    ) -> Any:
+        """The value of ``key`` at ``version``, computed (outside the lock) when not kept."""
+        with self._lock:
+            item = self._items.get(key)
+            if item is not None and item[0] == version:
+                self._items.move_to_end(key)
+                return item[1]
+        value = compute()
+        nbytes = int(size(value))
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._bytes -= old[2]
+            if nbytes <= self.max_bytes:
+                self._items[key] = (version, value, nbytes)
+                self._bytes += nbytes
+            while self._bytes > self.max_bytes and self._items:
+                _, (_, _, n) = self._items.popitem(last=False)
+                self._bytes -= n
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._bytes = 0
+
+
+def _version(series: Any) -> tuple:
+    """What changes when a listed time series gets data: its max step and wall time."""
+    return (
+        getattr(series, "max_step", None),
+        getattr(series, "max_wall_time", None),
+    )
+
+
 # --------------------------------------------------------------------------
 # Helpers
 
@@ -128,6 +222,67 @@ def _read_own_tensors(data_provider: Any, ctx: Any, experiment_id: str, run: str
         run_tag_filter=_filter(run, [tag]),
     )
     return series.get(run, {}).get(tag)
+
+
+def _own_tensors_by_step(
+    data_provider, ctx, experiment_id: str, run: str, tag: str, cache: ReadCache | None
+) -> dict[int, Any] | None:
+    """``{step: datum}`` of one tensor tag of this plugin (cached), or ``None`` if absent."""
+    listing = data_provider.list_tensors(
+        ctx,
+        experiment_id=experiment_id,
+        plugin_name=metadata.PLUGIN_NAME,
+        run_tag_filter=_filter(run, [tag]),
+    )
+    series = listing.get(run, {}).get(tag)
+    if series is None:
+        return None
+
+    def read() -> dict[int, Any]:
+        data = _read_own_tensors(data_provider, ctx, experiment_id, run, tag) or []
+        return {d.step: d for d in data}
+
+    def size(value: dict[int, Any]) -> int:
+        return sum(getattr(d.numpy, "nbytes", 64) + 64 for d in value.values())
+
+    if cache is None:
+        return read()
+    return cache.get(("tensors", experiment_id, run, tag), _version(series), read, size)
+
+
+def _blob_index(
+    data_provider, ctx, experiment_id: str, run: str, tag: str, cache: ReadCache | None
+) -> dict[int, Any] | None:
+    """``{step: BlobSequenceDatum}`` of one image tag (cached), or ``None`` if absent."""
+
+    def read() -> dict[int, Any] | None:
+        series = data_provider.read_blob_sequences(
+            ctx,
+            experiment_id=experiment_id,
+            plugin_name=IMAGES_PLUGIN,
+            downsample=READ_ALL,
+            run_tag_filter=_filter(run, [tag]),
+        )
+        data = series.get(run, {}).get(tag)
+        return None if data is None else {d.step: d for d in data}
+
+    if cache is None:
+        return read()
+    listing = data_provider.list_blob_sequences(
+        ctx,
+        experiment_id=experiment_id,
+        plugin_name=IMAGES_PLUGIN,
+        run_tag_filter=_filter(run, [tag]),
+    )
+    series = listing.get(run, {}).get(tag)
+    if series is None:
+        return None
+    return cache.get(
+        ("blobs", experiment_id, run, tag),
+        (*_version(series), getattr(series, "max_length", None)),
+        read,
+        lambda v: 256 * (len(v) if v else 1),
+    )
 
 
 def _filter(run: str | None = None, tags: list[str] | None = None) -> tb_provider.RunTagFilter:
@@ -154,6 +309,7 @@ def _layer_contents(
                 continue
             try:
                 content = metadata.parse_plugin_metadata(series.plugin_content)
+                _check_layer_content(content)
             except (TypeError, ValueError) as err:
                 skipped.append({"run": run_name, "tag": tag, "reason": str(err)})
                 continue
@@ -162,6 +318,29 @@ def _layer_contents(
             content["max_step"] = series.max_step
             layers[layer] = content
     return {r: v for r, v in result.items() if v}, skipped
+
+
+def _is_int(value: Any, minimum: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _check_layer_content(content: dict[str, Any]) -> None:
+    """Raise ``ValueError`` naming the first field the dashboard cannot use."""
+    shape = content.get("shape")
+    if not (isinstance(shape, list) and len(shape) == 3 and all(_is_int(v) for v in shape)):
+        raise ValueError(f"Invalid layer content: `shape` must be [H, W, C]; got {shape!r:.100}")
+    grid = content.get("grid")
+    if not isinstance(grid, dict) or not all(
+        _is_int(grid.get(k), 0 if k == "sep" else 1)
+        for k in ("cols", "rows", "cell_w", "cell_h", "sep")
+    ):
+        raise ValueError(f"Invalid layer content: `grid` is not a mosaic grid; got {grid!r:.100}")
+    probes = content.get("probes")
+    if not (isinstance(probes, list) and all(isinstance(p, str) for p in probes)):
+        raise ValueError("Invalid layer content: `probes` must be a list of names.")
+    views = content.get("views", {})
+    if not (isinstance(views, dict) and all(isinstance(v, str) for v in views.values())):
+        raise ValueError("Invalid layer content: `views` must map view names to tags.")
 
 
 def _layer_order_key(content: dict[str, Any]) -> tuple[int, str]:
@@ -207,13 +386,47 @@ def list_runs(data_provider, ctx, *, experiment_id: str) -> dict[str, Any]:
     return {"runs": runs, "skipped": skipped}
 
 
-def list_layers(data_provider, ctx, *, experiment_id: str, run: str) -> dict[str, Any]:
-    """The layers of one run, in model order, with the steps each view has.
+def _sampling(kept: int, logged: int) -> dict[str, Any] | None:
+    if kept >= logged:
+        return None
+    return {
+        "kept": kept,
+        "logged": logged,
+        "flag": SAMPLING_FLAG,
+        "message": (
+            f"TensorBoard kept images for {kept} of {logged} logged steps. "
+            f"Restart it with {SAMPLING_FLAG} to keep every step."
+        ),
+    }
 
-    ``steps`` of a layer are the steps whose mosaic TensorBoard kept;
-    ``logged_steps`` are the steps its scalars (kept 1000 by default) say were
-    logged. When the first is shorter, TensorBoard sampled steps away and
-    ``sampling`` says which flag keeps them all.
+
+def _logged_steps(data_provider, ctx, experiment_id: str, run: str, tags: list[str]) -> set[int]:
+    """Steps at which any of the scalar ``tags`` was written (scalars keep 1000 by default)."""
+    series = data_provider.read_scalars(
+        ctx,
+        experiment_id=experiment_id,
+        plugin_name=SCALARS_PLUGIN,
+        downsample=READ_ALL,
+        run_tag_filter=_filter(run, tags),
+    ).get(run, {})
+    return {d.step for data in series.values() for d in data}
+
+
+def list_layers(
+    data_provider, ctx, *, experiment_id: str, run: str, cache: ReadCache | None = None
+) -> dict[str, Any]:
+    """The layers of one run, in model order, and the steps the run kept.
+
+    Reads the listing, the run's ``log_seconds`` scalar and one image tag
+    only: its cost does not grow with the number of layers times steps, so
+    the dashboard can poll it. A layer's own steps come from
+    :func:`layer_steps`.
+
+    ``steps`` are the steps whose images TensorBoard kept (those of the first
+    layer's mosaic); ``logged_steps`` the steps the logger says it logged
+    (its ``log_seconds`` scalar, kept 1000 by default). When the first is
+    shorter, TensorBoard sampled steps away and ``sampling`` says which flag
+    keeps them all.
 
     Returns:
         ``{"run", "layers": [...], "steps": [...], "logged_steps": [...],
@@ -221,7 +434,7 @@ def list_layers(data_provider, ctx, *, experiment_id: str, run: str) -> dict[str
         "probe_images": None | {"tag", "steps"}, "skipped": [...]}``;
         each layer carries its plugin content (``index``, ``class_name``,
         ``shape``, ``probes``, ``labels``, ``views``, ``grid``, ``top_k``, ...)
-        plus ``steps`` (kept mosaic steps) and ``logged_steps``.
+        and ``max_step``, its last logged step.
 
     Raises:
         NotFoundError: if the run has no activation data.
@@ -231,74 +444,72 @@ def list_layers(data_provider, ctx, *, experiment_id: str, run: str) -> dict[str
     if not layers:
         raise errors.NotFoundError(f"No activation data for run {run!r}.")
     ordered = sorted(layers.values(), key=_layer_order_key)
-
-    # Steps kept per layer, from its mosaic tag (or its first view if the
-    # mosaic was not logged): blob keys only, no image bytes are read; the
-    # other views are written at the same steps.
-    step_tags = {c["layer"]: _steps_tag(c) for c in ordered}
-    mosaic_tags = [t for t in step_tags.values() if t is not None]
-    blob_series = data_provider.read_blob_sequences(
-        ctx,
-        experiment_id=experiment_id,
-        plugin_name=IMAGES_PLUGIN,
-        downsample=READ_ALL,
-        run_tag_filter=_filter(run, [*mosaic_tags, PROBE_IMAGES_TAG]),
-    ).get(run, {})
-    # Steps logged per layer, from the scalars (1000 kept by default).
-    scalar_tags = [metadata.scalar_tag(c["layer"], "mean_activation") for c in ordered]
-    scalar_series = data_provider.read_scalars(
-        ctx,
-        experiment_id=experiment_id,
-        plugin_name=SCALARS_PLUGIN,
-        downsample=READ_ALL,
-        run_tag_filter=_filter(run, [*scalar_tags, metadata.LOG_SECONDS_TAG]),
-    ).get(run, {})
-    run_logged = {d.step for d in scalar_series.get(metadata.LOG_SECONDS_TAG, [])}
-
-    all_steps: set[int] = set()
-    all_logged: set[int] = set(run_logged)
-    sampled = False
-    out_layers = []
-    for content in ordered:
-        layer = content["layer"]
-        tag = step_tags[layer]
-        steps = [d.step for d in blob_series.get(tag, [])] if tag is not None else []
-        logged = {
-            d.step for d in scalar_series.get(metadata.scalar_tag(layer, "mean_activation"), [])
-        }
-        logged |= set(steps)
-        if len(steps) < len(logged):
-            sampled = True
-        all_steps.update(steps)
-        all_logged |= logged
-        out_layers.append({**content, "steps": steps, "logged_steps": sorted(logged)})
-    sampling = None
-    if sampled or all_logged - all_steps:
-        sampling = {
-            "kept": len(all_steps),
-            "logged": len(all_logged),
-            "flag": SAMPLING_FLAG,
-            "message": (
-                f"TensorBoard kept images for {len(all_steps)} of {len(all_logged)} logged steps. "
-                f"Restart it with {SAMPLING_FLAG} to keep every step."
-            ),
-        }
-    probe_steps = [d.step for d in blob_series.get(PROBE_IMAGES_TAG, [])]
+    first_tag = next((t for t in map(_steps_tag, ordered) if t is not None), None)
+    kept: list[int] = []
+    if first_tag is not None:
+        kept = sorted(_blob_index(data_provider, ctx, experiment_id, run, first_tag, cache) or {})
+    logged = _logged_steps(data_provider, ctx, experiment_id, run, [metadata.LOG_SECONDS_TAG])
+    logged |= set(kept)
+    probes = _blob_index(data_provider, ctx, experiment_id, run, PROBE_IMAGES_TAG, cache) or {}
     return {
         "run": run,
-        "layers": out_layers,
-        "probe_images": {"tag": PROBE_IMAGES_TAG, "steps": probe_steps} if probe_steps else None,
-        "steps": sorted(all_steps),
-        "logged_steps": sorted(all_logged),
-        "sampling": sampling,
+        "layers": ordered,
+        "probe_images": {"tag": PROBE_IMAGES_TAG, "steps": sorted(probes)} if probes else None,
+        "steps": kept,
+        "logged_steps": sorted(logged),
+        "sampling": _sampling(len(kept), len(logged)),
         "skipped": [s for s in skipped if s["run"] == run],
     }
 
 
+def layer_steps(
+    data_provider, ctx, *, experiment_id: str, run: str, layer: str, cache: ReadCache | None = None
+) -> dict[str, Any]:
+    """The steps of one layer: those whose images TensorBoard kept, and those logged.
+
+    ``steps`` come from the layer's mosaic tag (or its first view if the
+    mosaic was not logged; the views are written at the same steps), blob
+    keys only, no image is read; ``logged_steps`` from its ``mean_activation``
+    scalar and ``steps``.
+
+    Returns:
+        ``{"run", "layer", "steps": [...], "logged_steps": [...], "sampling": None | {...}}``.
+
+    Raises:
+        NotFoundError: if the run has no such layer.
+    """
+    content = _layer_content(data_provider, ctx, experiment_id, run, layer)
+    tag = _steps_tag(content)
+    kept = (
+        sorted(_blob_index(data_provider, ctx, experiment_id, run, tag, cache) or {}) if tag else []
+    )
+    logged = _logged_steps(
+        data_provider, ctx, experiment_id, run, [metadata.scalar_tag(layer, "mean_activation")]
+    )
+    logged |= set(kept)
+    return {
+        "run": run,
+        "layer": layer,
+        "steps": kept,
+        "logged_steps": sorted(logged),
+        "sampling": _sampling(len(kept), len(logged)),
+    }
+
+
 def layer_stats(
-    data_provider, ctx, *, experiment_id: str, run: str, layer: str, step: int
+    data_provider,
+    ctx,
+    *,
+    experiment_id: str,
+    run: str,
+    layer: str,
+    step: int,
+    cache: ReadCache | None = None,
 ) -> dict[str, Any]:
     """Per-probe, per-channel statistics of one layer at one step.
+
+    With a ``cache``, the tag is read once per new logged step, not once per
+    call (hover, step change and Play ask for one step at a time).
 
     Returns:
         ``{"run", "layer", "step", "fields": ["mean", "max", "min", "std"],
@@ -308,26 +519,28 @@ def layer_stats(
         Non-finite values are ``None``.
 
     Raises:
-        NotFoundError: if the run, layer or step is unknown.
+        NotFoundError: if the run, layer or step is unknown, or the stored
+            statistics are not a float ``(probes, channels, 4)`` tensor.
     """
     tag = metadata.stats_tag(layer)
-    data = _read_own_tensors(data_provider, ctx, experiment_id, run, tag)
+    data = _own_tensors_by_step(data_provider, ctx, experiment_id, run, tag, cache)
     if data is None:
         raise errors.NotFoundError(f"No channel statistics for run {run!r}, layer {layer!r}.")
-    steps = [d.step for d in data]
-    datum = next((d for d in data if d.step == step), None)
+    steps = sorted(data)
+    datum = data.get(step)
     if datum is None:
         raise errors.NotFoundError(
             f"No channel statistics for layer {layer!r} at step {step}; kept steps: "
             f"{steps[:20]}{' ...' if len(steps) > 20 else ''}. If steps are missing, "
             f"restart TensorBoard with {SAMPLING_FLAG}."
         )
-    array = np.asarray(datum.numpy, dtype=np.float32)
-    if array.ndim != 3 or array.shape[-1] != len(metadata.STATS_FIELDS):
+    raw = np.asarray(datum.numpy)
+    if raw.dtype.kind not in "fiub" or raw.ndim != 3 or raw.shape[-1] != len(metadata.STATS_FIELDS):
         raise errors.NotFoundError(
-            f"Channel statistics of layer {layer!r} have shape {list(array.shape)}; "
-            f"expected (probes, channels, {len(metadata.STATS_FIELDS)})."
+            f"Channel statistics of layer {layer!r} at step {step} are a {raw.dtype} tensor of "
+            f"shape {list(raw.shape)}; expected float (probes, channels, {len(metadata.STATS_FIELDS)})."
         )
+    array = raw.astype(np.float32)
     dead = np.all((array[..., 1] == 0) & (array[..., 2] == 0), axis=0)
     finite = np.isfinite(array)
     rounded = np.where(finite, array, 0.0).astype(np.float64)
@@ -347,30 +560,36 @@ def layer_stats(
     }
 
 
+def _image_datum(data_provider, ctx, experiment_id, run, tag, step, cache):
+    data = _blob_index(data_provider, ctx, experiment_id, run, tag, cache)
+    if data is None:
+        raise errors.NotFoundError(f"No images for run {run!r}, tag {tag!r}.")
+    datum = data.get(step)
+    if datum is None:
+        raise errors.NotFoundError(
+            f"No image for tag {tag!r} at step {step}. If steps are missing, "
+            f"restart TensorBoard with {SAMPLING_FLAG}."
+        )
+    return datum
+
+
 def image_bytes(
-    data_provider, ctx, *, experiment_id: str, run: str, tag: str, step: int, index: int
+    data_provider,
+    ctx,
+    *,
+    experiment_id: str,
+    run: str,
+    tag: str,
+    step: int,
+    index: int,
+    cache: ReadCache | None = None,
 ) -> bytes:
     """The stored PNG of probe ``index`` of image tag ``tag`` at ``step``, as written.
 
     Raises:
         NotFoundError: if the run, tag, step or index is unknown.
     """
-    series = data_provider.read_blob_sequences(
-        ctx,
-        experiment_id=experiment_id,
-        plugin_name=IMAGES_PLUGIN,
-        downsample=READ_ALL,
-        run_tag_filter=_filter(run, [tag]),
-    )
-    data = series.get(run, {}).get(tag)
-    if data is None:
-        raise errors.NotFoundError(f"No images for run {run!r}, tag {tag!r}.")
-    datum = next((d for d in data if d.step == step), None)
-    if datum is None:
-        raise errors.NotFoundError(
-            f"No image for tag {tag!r} at step {step}. If steps are missing, "
-            f"restart TensorBoard with {SAMPLING_FLAG}."
-        )
+    datum = _image_datum(data_provider, ctx, experiment_id, run, tag, step, cache)
     # values = [width, height, png_0, png_1, ...]
     if index + 2 >= len(datum.values):
         raise errors.NotFoundError(
@@ -379,8 +598,129 @@ def image_bytes(
     return data_provider.read_blob(ctx, blob_key=datum.values[index + 2].blob_key)
 
 
+def _layer_content(data_provider, ctx, experiment_id: str, run: str, layer: str) -> dict:
+    listing = data_provider.list_tensors(
+        ctx,
+        experiment_id=experiment_id,
+        plugin_name=metadata.PLUGIN_NAME,
+        run_tag_filter=_filter(run, [metadata.stats_tag(layer)]),
+    )
+    series = listing.get(run, {}).get(metadata.stats_tag(layer))
+    if series is None:
+        raise errors.NotFoundError(f"No layer {layer!r} in run {run!r}.")
+    try:
+        content = metadata.parse_plugin_metadata(series.plugin_content)
+        _check_layer_content(content)
+    except (TypeError, ValueError) as err:
+        raise errors.NotFoundError(f"Layer {layer!r} of run {run!r} is unreadable: {err}") from err
+    content["layer"] = layer
+    return content
+
+
+def _crop_box(grid: dict[str, int], channel: int, width: int, height: int) -> tuple[int, ...]:
+    """The pixel box of ``channel``'s cell in a mosaic ``width`` x ``height`` (the dashboard's cellRect)."""
+    grid_w = grid["cols"] * (grid["cell_w"] + grid["sep"]) - grid["sep"]
+    grid_h = grid["rows"] * (grid["cell_h"] + grid["sep"]) - grid["sep"]
+    fx, fy = width / max(grid_w, 1), height / max(grid_h, 1)
+    col, row = channel % grid["cols"], channel // grid["cols"]
+    x0, y0 = col * (grid["cell_w"] + grid["sep"]) * fx, row * (grid["cell_h"] + grid["sep"]) * fy
+    x1, y1 = x0 + grid["cell_w"] * fx, y0 + grid["cell_h"] * fy
+    return (round(x0), round(y0), max(round(x1), round(x0) + 1), max(round(y1), round(y0) + 1))
+
+
+def channel_history(
+    data_provider,
+    ctx,
+    *,
+    experiment_id: str,
+    run: str,
+    layer: str,
+    probe: int,
+    channel: int,
+    steps: list[int],
+    cache: ReadCache | None = None,
+) -> tuple[bytes, list[int]]:
+    """One channel's cell of the mosaic at each of ``steps``, side by side in one PNG.
+
+    What the dashboard's history filmstrip shows, without sending it every
+    step's full mosaic: frame ``i`` (step ``steps[i]``) is the ``i``-th
+    ``width / len(steps)`` pixels of the strip, at the cell's stored size.
+    A step whose mosaic TensorBoard did not keep is a transparent frame.
+
+    Returns:
+        ``(png_bytes, missing_steps)``.
+
+    Raises:
+        NotFoundError: if the run, layer, mosaic, probe or channel is unknown.
+    """
+    from PIL import Image  # lazily: not needed to start TensorBoard
+
+    content = _layer_content(data_provider, ctx, experiment_id, run, layer)
+    tag = content.get("views", {}).get("mosaic")
+    if tag is None:
+        raise errors.NotFoundError(f"Layer {layer!r} of run {run!r} has no mosaic view.")
+    channels = content["shape"][2]
+    if channel >= channels:
+        raise errors.NotFoundError(f"No channel {channel} in layer {layer!r}: it has {channels}.")
+    if probe >= len(content["probes"]):
+        raise errors.NotFoundError(
+            f"No probe {probe} in layer {layer!r}: it has {len(content['probes'])}."
+        )
+    data = _blob_index(data_provider, ctx, experiment_id, run, tag, cache)
+    if data is None:
+        raise errors.NotFoundError(f"No images for run {run!r}, tag {tag!r}.")
+    grid = content["grid"]
+
+    def build() -> tuple[bytes, list[int]]:
+        frames: list[Any] = []
+        missing: list[int] = []
+        for step in steps:
+            datum = data.get(step)
+            if datum is None or probe + 2 >= len(datum.values):
+                frames.append(None)
+                missing.append(step)
+                continue
+            try:
+                blob = data_provider.read_blob(ctx, blob_key=datum.values[probe + 2].blob_key)
+                with Image.open(io.BytesIO(blob)) as image:
+                    box = _crop_box(grid, channel, *image.size)
+                    frames.append(image.crop(box).convert("RGBA"))
+            except (errors.NotFoundError, OSError, ValueError):
+                frames.append(None)
+                missing.append(step)
+        sizes = [f.size for f in frames if f is not None]
+        cell = sizes[0] if sizes else (grid["cell_w"], grid["cell_h"])
+        strip = Image.new("RGBA", (cell[0] * len(steps), cell[1]), (0, 0, 0, 0))
+        for i, frame in enumerate(frames):
+            if frame is not None:
+                if frame.size != cell:
+                    frame = frame.resize(cell, Image.NEAREST)
+                strip.paste(frame, (i * cell[0], 0))
+        buf = io.BytesIO()
+        strip.save(buf, format="PNG")
+        return buf.getvalue(), missing
+
+    if cache is None:
+        return build()
+    keys = tuple(
+        (
+            s,
+            data[s].values[probe + 2].blob_key
+            if s in data and probe + 2 < len(data[s].values)
+            else None,
+        )
+        for s in steps
+    )
+    return cache.get(
+        ("history", experiment_id, run, tag, probe, channel, keys),
+        None,
+        build,
+        lambda v: len(v[0]) + 64,
+    )
+
+
 def layer_scalars(
-    data_provider, ctx, *, experiment_id: str, run: str, layer: str
+    data_provider, ctx, *, experiment_id: str, run: str, layer: str, cache: ReadCache | None = None
 ) -> dict[str, Any]:
     """Every float scalar series ``L/<name>`` of one layer (dead fraction, drift, ...).
 
@@ -411,17 +751,28 @@ def layer_scalars(
         return (known.get(name, len(known)), name)
 
     tags.sort(key=order)
-    data = (
-        data_provider.read_scalars(
+
+    def read() -> dict[str, Any]:
+        if not tags:
+            return {}
+        return data_provider.read_scalars(
             ctx,
             experiment_id=experiment_id,
             plugin_name=SCALARS_PLUGIN,
             downsample=READ_ALL,
             run_tag_filter=_filter(run, tags),
         ).get(run, {})
-        if tags
-        else {}
-    )
+
+    if cache is None:
+        data = read()
+    else:
+        version = tuple((t, *_version(listing[run][t])) for t in tags)
+        data = cache.get(
+            ("scalars", experiment_id, run, layer),
+            version,
+            read,
+            lambda v: 64 * sum(len(d) for d in v.values()),
+        )
     series = [
         {
             "name": tag[len(prefix) :],
@@ -433,7 +784,9 @@ def layer_scalars(
     return {"run": run, "layer": layer, "series": series}
 
 
-def predictions(data_provider, ctx, *, experiment_id: str, run: str) -> dict[str, Any]:
+def predictions(
+    data_provider, ctx, *, experiment_id: str, run: str, cache: ReadCache | None = None
+) -> dict[str, Any]:
     """The probes' predicted class at each step (the logger's predictions tensor).
 
     Returns:
@@ -463,23 +816,33 @@ def predictions(data_provider, ctx, *, experiment_id: str, run: str) -> dict[str
         content = metadata.parse_plugin_metadata(series.plugin_content)
     except (TypeError, ValueError):
         return {**empty, "fields": list(metadata.PREDICTION_FIELDS), "steps": []}
-    data = _read_own_tensors(data_provider, ctx, experiment_id, run, tag) or []
+    by_step = _own_tensors_by_step(data_provider, ctx, experiment_id, run, tag, cache) or {}
     steps = []
-    for datum in data:
-        array = np.asarray(datum.numpy, dtype=np.float64)
-        if array.ndim != 2:
+    for datum in (by_step[k] for k in sorted(by_step)):
+        raw = np.asarray(datum.numpy)
+        # Foreign or broken data under this plugin's name: skip, never fail.
+        if raw.dtype.kind not in "fiub" or raw.ndim != 2 or raw.shape[1] < 2:
             continue
+        array = raw.astype(np.float64)
         rows = [[_finite_or_none(v) for v in row] for row in array.tolist()]
         steps.append({"step": datum.step, "rows": rows})
+    num_classes = content.get("num_classes")
     return {
         "run": run,
-        "probes": list(content.get("probes") or []),
-        "labels": content.get("labels"),
-        "class_names": content.get("class_names"),
-        "num_classes": int(content.get("num_classes") or 0),
-        "fields": list(content.get("fields") or metadata.PREDICTION_FIELDS),
+        "probes": _str_list(content.get("probes")) or [],
+        "labels": _str_list(content.get("labels")),
+        "class_names": _str_list(content.get("class_names")),
+        "num_classes": num_classes if _is_int(num_classes) else 0,
+        "fields": _str_list(content.get("fields")) or list(metadata.PREDICTION_FIELDS),
         "steps": steps,
     }
+
+
+def _str_list(value: Any) -> list[str | None] | None:
+    """``value`` as a list of names (``None`` entries kept), or ``None`` if it is not a list."""
+    if not isinstance(value, list):
+        return None
+    return [None if v is None else str(v) for v in value]
 
 
 def static_file(name: str, *, static_dir: str = STATIC_DIR) -> tuple[bytes, str]:

@@ -155,7 +155,10 @@ def test_list_layers_in_model_order_with_shapes_probes_and_steps(logged):
     ]
     for lay in layers:
         assert lay["probes"] == PROBE_NAMES
-        assert lay["steps"] == STEPS and lay["logged_steps"] == STEPS
+        assert lay["max_step"] == STEPS[-1]
+        steps = call(plugin_data.layer_steps, logged, run=RUN, layer=lay["layer"])
+        assert steps["steps"] == STEPS and steps["logged_steps"] == STEPS
+        assert steps["sampling"] is None
         assert lay["views"] == {v: f"{lay['layer']}/{v}" for v in metadata.VIEWS}
         grid = lay["grid"]
         assert grid["cols"] * grid["rows"] >= lay["shape"][2]
@@ -176,7 +179,11 @@ def test_list_layers_without_mosaic_takes_steps_from_another_view(tmp_path):
     answer = plugin_data.list_layers(provider, CTX, experiment_id="", run=RUN)
     for lay in answer["layers"]:
         assert lay["views"] == {"topk": f"{lay['layer']}/topk"}
-        assert lay["steps"] == [3, 7]
+        steps = plugin_data.layer_steps(
+            provider, CTX, experiment_id="", run=RUN, layer=lay["layer"]
+        )
+        assert steps["steps"] == [3, 7]
+    assert answer["steps"] == [3, 7]
     assert answer["sampling"] is None
 
 
@@ -195,6 +202,9 @@ def test_list_layers_reports_sampling_and_names_the_flag(logged):
     assert sampling["kept"] == 2 and sampling["logged"] == 4
     assert sampling["flag"] == metadata.SAMPLING_FLAG
     assert sampling["flag"] in sampling["message"]
+    steps = plugin_data.layer_steps(provider, CTX, experiment_id="", run=RUN, layer="conv_b")
+    assert steps["steps"] == answer["steps"] and steps["logged_steps"] == STEPS
+    assert steps["sampling"]["kept"] == 2 and steps["sampling"]["logged"] == 4
 
 
 def test_layer_stats_are_the_logged_statistics(logged):
@@ -591,10 +601,153 @@ def test_listing_50_steps_20_layers_8_probes_is_fast(tmp_path):
         assert response.status_code == 200
     answer = response.json
     assert len(answer["layers"]) == 20
-    assert all(lay["steps"] == list(range(50)) for lay in answer["layers"])
+    assert answer["steps"] == list(range(50))
+    assert get(client, f"/steps?run={RUN}&layer=backbone/block_7").json["steps"] == list(range(50))
     assert answer["sampling"] is None
     start = time.perf_counter()
     assert get(client, "/runs").status_code == 200
     timings.append(time.perf_counter() - start)
     print(f"listing times (s): {[round(t, 4) for t in timings]}")
     assert max(timings) < 0.5
+
+
+# ---------------------------------------------------------------------------
+# At scale: one layer's steps, the channel history strip, reads kept until new data
+
+
+def test_steps_route_per_layer(client):
+    answer = get(client, f"/steps?run={RUN}&layer=conv_b")
+    assert answer.status_code == 200
+    assert answer.json == {
+        "run": RUN,
+        "layer": "conv_b",
+        "steps": STEPS,
+        "logged_steps": STEPS,
+        "sampling": None,
+    }
+    assert get(client, f"/steps?run={RUN}&layer=nope").status_code == 404
+    assert get(client, f"/steps?run={RUN}").status_code == 400
+
+
+def test_channel_history_is_the_cell_of_each_stored_mosaic(client, logged):
+    from PIL import Image
+
+    layer = call(plugin_data.list_layers, logged, run=RUN)["layers"][2]
+    grid, probe, channel = layer["grid"], 1, 4
+    steps = [30, 0, 20, 999]  # any order; 999 was never logged
+    query = f"run={RUN}&layer=conv_b&probe={probe}&channel={channel}&steps=30,0,20,999"
+    response = get(client, f"/channel?{query}")
+    assert response.status_code == 200 and response.mimetype == "image/png"
+    assert response.headers["X-Missing-Steps"] == "999"
+    strip = np.asarray(Image.open(io.BytesIO(response.data)).convert("RGBA"))
+    cw, ch = grid["cell_w"], grid["cell_h"]
+    assert strip.shape == (ch, cw * len(steps), 4)
+    col, row = channel % grid["cols"], channel // grid["cols"]
+    x, y = col * (cw + grid["sep"]), row * (ch + grid["sep"])
+    for i, step in enumerate(steps[:3]):
+        png = call(
+            plugin_data.image_bytes, logged, run=RUN, tag="conv_b/mosaic", step=step, index=probe
+        )
+        mosaic = np.asarray(Image.open(io.BytesIO(png)).convert("RGBA"))
+        np.testing.assert_array_equal(
+            strip[:, i * cw : (i + 1) * cw], mosaic[y : y + ch, x : x + cw]
+        )
+    assert (strip[:, 3 * cw :, 3] == 0).all()  # the missing step is transparent
+    assert get(client, f"/channel?{query}").data == response.data  # cached: the same bytes
+
+
+@pytest.mark.parametrize(
+    ("query", "status"),
+    [
+        ("layer=conv_b&probe=0&channel=6&steps=0", 404),  # 6 channels: 0..5
+        ("layer=conv_b&probe=3&channel=0&steps=0", 404),  # 3 probes
+        ("layer=nope&probe=0&channel=0&steps=0", 404),
+        ("layer=conv_b&probe=0&channel=0&steps=", 400),
+        ("layer=conv_b&probe=0&channel=0&steps=1,x", 400),
+        ("layer=conv_b&probe=0&channel=0&steps=-1", 400),
+        ("layer=conv_b&probe=0&channel=0&steps=" + ",".join(["0"] * 201), 400),
+        ("layer=conv_b&channel=0&steps=0", 400),
+    ],
+)
+def test_channel_history_refuses_what_it_cannot_show(client, query, status):
+    response = get(client, f"/channel?run={RUN}&{query}")
+    assert response.status_code == status, response.data
+    assert response.mimetype == "text/plain" and response.data
+
+
+class CountingProvider:
+    """A real data provider that counts its whole-tag reads (a spy, not a stand-in)."""
+
+    def __init__(self, provider):
+        self._provider = provider
+        self.reads = []
+
+    def __getattr__(self, name):
+        attr = getattr(self._provider, name)
+        if not name.startswith("read_") or name == "read_blob":
+            return attr
+
+        def counted(*args, **kwargs):
+            self.reads.append((name, tuple(kwargs["run_tag_filter"].tags or ())))
+            return attr(*args, **kwargs)
+
+        return counted
+
+
+def test_reads_are_kept_until_the_tag_gets_new_data(tmp_path):
+    from tb_activations import summary
+
+    run_dir = str(tmp_path / RUN)
+    write_large_run(run_dir, steps=5, layers=2, probes=2)
+    real, multiplexer = make_provider(str(tmp_path))
+    provider = CountingProvider(real)
+    client = make_client(provider, str(tmp_path))
+    layer = "backbone/block_1"
+    for step in range(5):  # Play: one step after the other, hover in between
+        assert get(client, f"/stats?run={RUN}&layer={layer}&step={step}").status_code == 200
+        assert get(client, f"/stats?run={RUN}&layer={layer}&step={step}").status_code == 200
+        assert (
+            get(client, f"/image?run={RUN}&tag={layer}/mosaic&step={step}&index=1").status_code
+            == 200
+        )
+    stats_tag, mosaic_tag = metadata.stats_tag(layer), f"{layer}/mosaic"
+    assert provider.reads.count(("read_tensors", (stats_tag,))) == 1
+    assert provider.reads.count(("read_blob_sequences", (mosaic_tag,))) == 1
+
+    # Training goes on: a new step is read once, and seen.
+    writer = summary.SummaryWriter(run_dir)
+    content = json.loads(
+        real.list_tensors(CTX, experiment_id="", plugin_name=metadata.PLUGIN_NAME)[RUN][
+            stats_tag
+        ].plugin_content
+    )
+    writer.write(
+        5,
+        [
+            summary.float_tensor_value(
+                stats_tag, np.full((2, 16, 4), 7, np.float32), content=content
+            )
+        ],
+    )
+    writer.close()
+    multiplexer.Reload()
+    answer = get(client, f"/stats?run={RUN}&layer={layer}&step=5")
+    assert answer.status_code == 200 and answer.json["stats"][0][0] == [7.0] * 4
+    assert get(client, f"/stats?run={RUN}&layer={layer}&step=4").status_code == 200
+    assert provider.reads.count(("read_tensors", (stats_tag,))) == 2
+
+
+def test_read_cache_is_bounded_in_bytes():
+    cache = plugin_data.ReadCache(max_bytes=100)
+    computed = []
+
+    def value(name):
+        computed.append(name)
+        return name
+
+    for name in "abc":
+        assert cache.get(name, 1, lambda n=name: value(n), size=lambda v: 40) == name
+    assert cache.get("c", 1, lambda: value("c!"), size=lambda v: 40) == "c"  # kept
+    assert cache.get("a", 1, lambda: value("a!"), size=lambda v: 40) == "a!"  # dropped (LRU)
+    assert cache.get("c", 2, lambda: value("c2"), size=lambda v: 40) == "c2"  # new version
+    assert computed == ["a", "b", "c", "a!", "c2"]

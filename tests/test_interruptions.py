@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import urllib.parse
 import weakref
 from pathlib import Path
 
@@ -209,7 +210,11 @@ def test_the_dashboard_shows_one_timeline_after_a_restart(tmp_path, load_fast):
         board.wait_plugin_enabled()
         layers = board.get_json("/data/plugin/activations/layers?run=activations")
         assert layers["logged_steps"] == [0, 1, 2, 3, 4]
-        assert all(layer["steps"] == [0, 1, 2, 3, 4] for layer in layers["layers"])
+        assert layers["steps"] == [0, 1, 2, 3, 4]
+        for layer in layers["layers"]:
+            query = urllib.parse.urlencode({"run": "activations", "layer": layer["layer"]})
+            steps = board.get_json(f"/data/plugin/activations/steps?{query}")
+            assert steps["steps"] == [0, 1, 2, 3, 4]
     finally:
         board.stop()
 

@@ -33,12 +33,23 @@ REQUESTS = {"table": 0, "fuzz": 0}
 ROUTES = {
     "/runs": {},
     "/layers": {"run": "str"},
+    "/steps": {"run": "str", "layer": "str"},
     "/stats": {"run": "str", "layer": "str", "step": "int"},
+    "/channel": {"run": "str", "layer": "str", "probe": "int", "channel": "int", "steps": "steps"},
     "/image": {"run": "str", "tag": "str", "step": "int", "index": "int"},
     "/scalars": {"run": "str", "layer": "str"},
     "/predictions": {"run": "str"},
 }
-VALID = {"run": RUN, "layer": "conv_b", "tag": "conv_b/mosaic", "step": "10", "index": "0"}
+VALID = {
+    "run": RUN,
+    "layer": "conv_b",
+    "tag": "conv_b/mosaic",
+    "step": "10",
+    "index": "0",
+    "probe": "1",
+    "channel": "2",
+    "steps": "0,10,20",
+}
 
 HOSTILE_STRINGS = [
     "",
@@ -130,7 +141,7 @@ def test_every_hostile_value_in_every_parameter_is_4xx_or_data(client, route):
             params[name] = value
             response = request(client, route, params, "table")
             assert_handled(response, (route, name, value[:40]))
-            if ROUTES[route][name] == "int" and response.status_code == 400:
+            if ROUTES[route][name] in ("int", "steps") and response.status_code == 400:
                 assert f"`{name}`".encode() in response.data
             if value in ("../../../../etc/passwd", "/etc/passwd"):
                 assert b"root:" not in response.data
@@ -193,6 +204,12 @@ def test_huge_query_strings_are_refused_or_answered(client):
 def _value(kind: str):
     hostile = st.sampled_from(HOSTILE_STRINGS)
     anything = st.text(max_size=60)
+    if kind == "steps":
+        return st.one_of(
+            st.lists(st.integers(-5, 10**19), max_size=250).map(lambda v: ",".join(map(str, v))),
+            hostile,
+            anything,
+        )
     if kind == "int":
         return st.one_of(
             st.integers(-(10**20), 10**20).map(str),
@@ -234,3 +251,113 @@ def test_requests_tried():
     # Runs last in this module (file order): the figure in docs/guide/reliability.md.
     print(f"plugin requests tried: {REQUESTS}, total {sum(REQUESTS.values())}")
     assert REQUESTS["fuzz"] >= 1000 and REQUESTS["table"] > 400
+
+
+# ---------------------------------------------------------------------------
+# Foreign or broken data under the plugin's name, and a data provider not ready
+
+
+@pytest.fixture(scope="module")
+def broken_client(tmp_path_factory):
+    """A run whose data under the plugin's name is broken in the ways foreign writers break it."""
+    import numpy as np
+    from tensorboard.compat.proto import summary_pb2
+    from tensorboard.util import tensor_util
+
+    from tb_activations import metadata, summary
+
+    log_dir = tmp_path_factory.mktemp("broken_logs")
+    writer = summary.SummaryWriter(str(log_dir / "broken"))
+    good = metadata.create_layer_content(
+        layer="s", index=0, class_name="Conv2D", shape=(2, 2, 2), probes=["p"], labels=None,
+        grid={"cols": 2, "rows": 1, "cell_w": 2, "cell_h": 2, "sep": 1}, top_k=1,
+        rank_by="mean", colormap="magma", normalize="layer",
+    )  # fmt: skip
+
+    def raw(tag, array, content):
+        md = metadata.create_summary_metadata(display_name=tag, description="", content=content)
+        return summary_pb2.Summary.Value(
+            tag=tag, metadata=md, tensor=tensor_util.make_tensor_proto(array)
+        )
+
+    writer.write(
+        0,
+        [
+            # A string tensor where float channel statistics belong.
+            raw("s/channel_stats", np.array([b"x", b"y"]), good),
+            # Layer content a foreign writer got wrong.
+            raw("g/channel_stats", np.ones((1, 2, 4), np.float32), {**good, "grid": "3x3"}),
+            raw("h/channel_stats", np.ones((1, 2, 4), np.float32), {**good, "shape": [2, "2", 2]}),
+            # Predictions with a non-integer class count and a string tensor.
+            raw(
+                metadata.PREDICTIONS_TAG,
+                np.array([[b"a", b"b", b"c", b"d"]]),
+                {"version": 1, "num_classes": "ten", "probes": "p", "class_names": 3},
+            ),
+        ],
+    )
+    writer.close()
+    provider, _ = make_provider(str(log_dir))
+    return make_client(provider, str(log_dir))
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/runs", 200),
+        ("/layers?run=broken", 200),
+        ("/stats?run=broken&layer=s&step=0", 404),
+        ("/steps?run=broken&layer=g", 404),
+        ("/channel?run=broken&layer=h&probe=0&channel=0&steps=0", 404),
+        ("/predictions?run=broken", 200),
+    ],
+)
+def test_broken_data_under_the_plugin_name_is_4xx_or_data(broken_client, path, status):
+    response = broken_client.get(ROUTE + path)
+    assert_handled(response, path)
+    assert response.status_code == status, (path, response.data[:300])
+
+
+def test_broken_data_is_reported_not_shown(broken_client):
+    layers = broken_client.get(f"{ROUTE}/layers?run=broken").json
+    assert [lay["layer"] for lay in layers["layers"]] == ["s"]
+    reasons = {s["tag"]: s["reason"] for s in layers["skipped"]}
+    assert "grid" in reasons["g/channel_stats"] and "shape" in reasons["h/channel_stats"]
+    stats = broken_client.get(f"{ROUTE}/stats?run=broken&layer=s&step=0")
+    assert b"expected float" in stats.data
+    predictions = broken_client.get(f"{ROUTE}/predictions?run=broken").json
+    assert predictions["num_classes"] == 0 and predictions["steps"] == []
+    assert predictions["class_names"] is None
+
+
+def test_a_data_server_not_ready_is_503_with_a_message():
+    """TensorBoard's gRPC data provider with no data server behind it (it is still starting)."""
+    import socket
+
+    import grpc
+    from tensorboard.backend import application
+    from tensorboard.data import grpc_provider
+    from tensorboard.data.proto import data_provider_pb2_grpc
+    from tensorboard.plugins import base_plugin
+    from werkzeug import test as werkzeug_test
+
+    from tb_activations.activations_plugin import ActivationsPlugin
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{sock.getsockname()[1]}"
+    channel = grpc.insecure_channel(address)
+    stub = data_provider_pb2_grpc.TensorBoardDataProviderStub(channel)
+    provider = grpc_provider.GrpcDataProvider(address, stub)
+    plugin = ActivationsPlugin(base_plugin.TBContext(data_provider=provider, logdir=""))
+    client = werkzeug_test.Client(application.TensorBoardWSGI([plugin], data_provider=provider))
+    for route, params in ROUTES.items():
+        response = request(client, route, {k: VALID[k] for k in params}, "table")
+        assert response.status_code == 503, (route, response.data[:200])
+        assert response.mimetype == "text/plain" and b"not ready" in response.data
+    channel.close()
+
+    no_provider = ActivationsPlugin(base_plugin.TBContext(data_provider=None, logdir=""))
+    app = no_provider.get_plugin_apps()["/runs"]
+    answer = werkzeug_test.Client(app).get("/runs")
+    assert answer.status_code == 503 and b"no data provider" in answer.data

@@ -24,6 +24,11 @@ export async function getJson(route, params) {
   return response.json();
 }
 
+/** URL of the history strip of `channel` of `layer` for probe `probe` at `steps` (GET /channel). */
+export function channelUrl(run, layer, probe, channel, steps) {
+  return url('channel', {run, layer, probe, channel, steps: steps.join(',')});
+}
+
 /** URL of one stored PNG: probe `index` of image `tag` at `step`. */
 export function imageUrl(run, tag, step, index) {
   return url('image', {run, tag, step, index});
@@ -50,6 +55,9 @@ export function loadImage(src) {
     const img = new Image();
     img.src = URL.createObjectURL(blob);
     await img.decode();
+    // Steps a /channel strip could not fill (transparent frames).
+    const missing = response.headers.get('X-Missing-Steps');
+    img.missingSteps = missing ? missing.split(',').map(Number) : [];
     return img;
   })();
   promise.catch(() => imageCache.delete(src));

@@ -1,7 +1,7 @@
 // The channel panel: one opened channel enlarged, over the probe, and its
 // history across steps (the filmstrip).
 
-import {imageUrl, loadImage} from './api.js';
+import {channelUrl, imageUrl, loadImage} from './api.js';
 import {el, fmt, setChildren} from './dom.js';
 import {cellRect, cropToCanvas} from './geometry.js';
 
@@ -118,22 +118,40 @@ export class ChannelPanel {
     const frames = steps.map((s) => {
       const canvas = el('canvas', {class: 'tba-frame-canvas', width: 1, height: 1});
       const frame = el('button', {type: 'button', class: s === step ? 'tba-frame tba-current' : 'tba-frame',
-        title: `step ${s}`, dataset: {step: String(s)},
+        title: `step ${s}`, dataset: {step: String(s)}, 'aria-label': `step ${s}`,
         onclick: () => this.app.setStepIndex(layer.steps.indexOf(s))},
       canvas, el('span', {text: String(s)}));
       return {s, canvas, frame};
     });
     setChildren(this.filmstrip, ...frames.map((f) => f.frame));
-    await Promise.all(frames.map(async ({s, canvas, frame}) => {
-      try {
-        const img = await loadImage(imageUrl(run, layer.views.mosaic, s, probe));
-        if (!view.isCurrent()) return;
-        cropToCanvas(canvas, img, cellRect(layer.grid, channel, img.naturalWidth, img.naturalHeight));
-        frame.classList.add('tba-loaded');
-      } catch (err) {
+    if (!layer.views.mosaic || !steps.length) return;
+    // One request: the server crops the cell at every step into one strip.
+    let strip;
+    try {
+      strip = await loadImage(channelUrl(run, layer.layer, probe, channel, steps));
+    } catch (err) {
+      for (const {frame} of frames) {
         frame.classList.add('tba-missing');
-        frame.title = `step ${s}: ${err.message ?? err}`;
+        frame.title = `${frame.title}: ${err.message ?? err}`;
       }
-    }));
+      return;
+    }
+    if (!view.isCurrent()) return;
+    const w = strip.naturalWidth / steps.length;
+    const h = strip.naturalHeight;
+    const missing = new Set(strip.missingSteps);
+    frames.forEach(({s, canvas, frame}, i) => {
+      if (missing.has(s)) {
+        frame.classList.add('tba-missing');
+        frame.title = `step ${s}: mosaic not kept`;
+        return;
+      }
+      cropToCanvas(canvas, strip, {x: i * w, y: 0, w, h});
+      // Keep the cell's shape: 40 px on its longer side.
+      const scale = 40 / Math.max(w, h);
+      canvas.style.width = `${Math.max(1, Math.round(w * scale))}px`;
+      canvas.style.height = `${Math.max(1, Math.round(h * scale))}px`;
+      frame.classList.add('tba-loaded');
+    });
   }
 }

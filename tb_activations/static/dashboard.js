@@ -5,7 +5,9 @@
 // and any of these methods, all optional:
 //   runChanged(run)      a run was selected (its /layers answer is app.data)
 //   layerChanged(layer)  a layer was selected, or the run changed under it
-//   refreshed(layer)     the periodic poll brought new data for the run
+//                        (layer.steps and layer.logged_steps are loaded: /steps)
+//   refreshed(layer)     the periodic poll (every 10 s while the tab is shown)
+//                        brought new data for the run
 //   update(view)         redraw for `view`, called on every change of step,
 //                        probe, channel, layer or run, where view is
 //                        {run, layer, step, stepIndex, probe, channel,
@@ -134,22 +136,47 @@ export class Dashboard {
     await this.selectRun(preferred ?? this.runs[0]);
     clearInterval(this.refreshTimer);
     this.refreshTimer = setInterval(() => this.refresh(), REFRESH_MS);
+    if (!this.visibilityHooked) {
+      // Catch up at once when the tab is shown again (the poll skips hidden tabs).
+      document.addEventListener('visibilitychange', () => this.refresh());
+      this.visibilityHooked = true;
+    }
+  }
+
+  /** Whether the page can be seen: neither the browser tab nor TensorBoard's plugin frame is hidden. */
+  shown() {
+    if (document.visibilityState === 'hidden') return false;
+    try {
+      const frame = window.frameElement; // null when not framed (or cross-origin)
+      if (frame && frame.getClientRects().length === 0) return false; // display: none
+    } catch (err) {
+      // A cross-origin parent: only the page's own visibility counts.
+    }
+    return true;
   }
 
   /** Picks up newly logged steps and layers of the current run (training goes on). */
   async refresh() {
-    if (this.timer || !this.state.run) return; // not while playing
+    if (this.timer || !this.state.run || !this.shown()) return; // not while playing or hidden
+    const run = this.state.run;
     let data;
+    let steps;
     try {
-      data = await getJson('layers', {run: this.state.run});
+      [data, steps] = await Promise.all([
+        getJson('layers', {run}),
+        this.state.layerName ? getJson('steps', {run, layer: this.state.layerName}) : null,
+      ]);
     } catch (err) {
       return;
     }
-    if (JSON.stringify(data) === JSON.stringify(this.data) || this.timer) return;
+    if (this.timer || run !== this.state.run) return;
     const layer = this.layer();
-    const atEnd = layer && this.state.stepIndex >= layer.steps.length - 1;
+    const key = JSON.stringify([data, steps]);
+    if (key === this.refreshKey) return;
+    this.refreshKey = key;
+    const atEnd = layer?.steps && this.state.stepIndex >= layer.steps.length - 1;
     const step = this.currentStep();
-    this.data = data;
+    this.setData(data);
     this.controls.setLayers(data.layers, this.state.layerName);
     this.showSampling(data.sampling);
     const fresh = this.layer();
@@ -157,10 +184,34 @@ export class Dashboard {
       this.selectLayer(data.layers[0]?.layer);
       return;
     }
+    if (steps) setSteps(fresh, steps);
+    else await this.ensureSteps(run, fresh);
     this.stepBar.setCount(fresh.steps.length);
     this.state.stepIndex = atEnd ? fresh.steps.length - 1 : nearestIndex(fresh.steps, step);
     this.update();
     this.notify('refreshed', fresh);
+  }
+
+  /** Takes a /layers answer, keeping the steps already loaded for the current layer. */
+  setData(data) {
+    const current = this.data?.run === data.run ? this.layer() : null;
+    const same = current && data.layers.find((l) => l.layer === current.layer);
+    if (same && current.steps) setSteps(same, current);
+    this.data = data; // other layers load their steps again when chosen
+  }
+
+  /**
+   * Loads `layer.steps` and `layer.logged_steps` (GET /steps) unless known;
+   * resolves to the layer. A layer of another run (comparison) works too.
+   */
+  async ensureSteps(run, layer) {
+    if (layer.steps) return layer;
+    try {
+      setSteps(layer, await getJson('steps', {run, layer: layer.layer}));
+    } catch (err) {
+      setSteps(layer, {steps: [], logged_steps: [], sampling: null});
+    }
+    return layer;
   }
 
   showSampling(sampling) {
@@ -192,7 +243,7 @@ export class Dashboard {
     const previousStep = this.currentStep();
     this.state.run = run;
     this.controls.showSelection(run, null);
-    this.data = data;
+    this.setData(data);
     this.main.hidden = false;
     this.controls.setLayers(data.layers, this.state.layerName);
     this.showSampling(data.sampling);
@@ -202,11 +253,17 @@ export class Dashboard {
     this.selectLayer(layer, previousStep);
   }
 
-  selectLayer(name, keepStep) {
+  async selectLayer(name, keepStep) {
     const step = keepStep ?? this.currentStep();
     this.state.layerName = name;
-    const layer = this.layer();
+    let layer = this.layer();
     if (!layer) return;
+    if (!layer.steps) {
+      this.controls.showSelection(null, layer, this.state.probe);
+      await this.ensureSteps(this.state.run, layer);
+      if (this.layer() !== layer) return; // another layer or run was chosen meanwhile
+      layer = this.layer();
+    }
     this.state.probe = Math.max(0, Math.min(this.state.probe, layer.probes.length - 1));
     this.controls.showSelection(null, layer, this.state.probe);
     this.stepBar.setCount(layer.steps.length);
@@ -235,7 +292,7 @@ export class Dashboard {
 
   currentStep() {
     const layer = this.layer();
-    return layer && layer.steps.length ? layer.steps[Math.min(this.state.stepIndex, layer.steps.length - 1)] : undefined;
+    return layer && layer.steps?.length ? layer.steps[Math.min(this.state.stepIndex, layer.steps.length - 1)] : undefined;
   }
 
   /** The /stats answer of a layer at a step (cached), or {error} when it cannot be had. */
@@ -250,7 +307,7 @@ export class Dashboard {
 
   setStepIndex(index) {
     const layer = this.layer();
-    if (!layer || !layer.steps.length) return;
+    if (!layer || !layer.steps?.length) return;
     const n = layer.steps.length;
     this.state.stepIndex = Math.max(0, Math.min(n - 1, index));
     this.update();
@@ -263,11 +320,11 @@ export class Dashboard {
 
   play() {
     const layer = this.layer();
-    if (!layer || layer.steps.length < 2) return;
+    if (!layer || !layer.steps || layer.steps.length < 2) return;
     if (this.state.stepIndex >= layer.steps.length - 1) this.state.stepIndex = -1;
     this.stepBar.setPlaying(true);
     this.timer = setInterval(() => {
-      const n = this.layer()?.steps.length ?? 0;
+      const n = this.layer()?.steps?.length ?? 0;
       if (this.state.stepIndex + 1 >= n) {
         this.stop();
         return;
@@ -288,7 +345,7 @@ export class Dashboard {
   /** Redraws everything that depends on run, layer, probe, step and channel. */
   update() {
     const layer = this.layer();
-    if (!layer) return;
+    if (!layer || !layer.steps) return;
     const token = ++this.token;
     const step = this.currentStep();
     const view = {
@@ -306,4 +363,11 @@ export class Dashboard {
     view.mosaic = Promise.resolve(null);
     this.notify('update', view);
   }
+}
+
+/** Copies the steps of a /steps answer (or of another layer object) onto `layer`. */
+function setSteps(layer, answer) {
+  layer.steps = answer.steps;
+  layer.logged_steps = answer.logged_steps;
+  layer.sampling = answer.sampling ?? null;
 }

@@ -177,6 +177,7 @@ export class MosaicPanel {
     } else if (mode === 'run') {
       const otherRun = state.compareRun;
       const otherLayer = this.compareData?.layers.find((l) => l.layer === layer.layer);
+      if (otherRun && otherLayer) await this.app.ensureSteps(otherRun, otherLayer);
       if (!otherRun || !otherLayer || !otherLayer.steps.length) {
         view.setCaption('Compare');
         view.showMessage(otherRun
@@ -209,7 +210,7 @@ export class MosaicPanel {
     this.compareStep.hidden = mode !== 'step';
     this.compareRun.hidden = mode !== 'run';
     const layer = this.app.layer();
-    if (mode === 'step' && layer) {
+    if (mode === 'step' && layer?.steps) {
       setOptions(this.compareStep, layer.steps.map((s) => [String(s), `step ${s}`]),
         String(state.compareStep ?? layer.steps[0]));
       state.compareStep = Number(this.compareStep.value);

@@ -18,8 +18,18 @@ export class PredictionsPanel {
   runChanged(run) {
     this.predictions = null;
     this.key = null;
+    this.fetch(run);
+  }
+
+  /** Fetches them again: training goes on. */
+  refreshed() {
+    this.fetch(this.app.state.run);
+  }
+
+  fetch(run) {
     this.app.getJson('predictions', {run}).then((p) => {
       if (this.app.state.run !== run) return;
+      if (JSON.stringify(p) === JSON.stringify(this.predictions)) return;
       this.predictions = p;
       this.key = null;
       this.draw();
