@@ -157,6 +157,17 @@ class ActivationLogger:
         examples_layers: Layers whose channels get examples. Defaults to
             ``None``: the selected layers with a spatial output.
         examples_batch_size: Pool images per forward pass. Defaults to 32.
+        attribution: Attribution methods whose maps are written per step, for
+            each probe's predicted class and, where its label differs, the
+            label's class (see :mod:`tb_activations.attribution.step`): among
+            ``"gradcam"``, ``"gradcam++"``, ``"saliency"``, ``"smoothgrad"``,
+            ``"integrated_gradients"``, ``"occlusion"``. ``None`` (default):
+            Grad-CAM for a classifier (an ``(N, K)`` output out of a softmax
+            or sigmoid, as for ``predictions``), none otherwise; ``()``: none.
+        attribution_layer: Layer of Grad-CAM(++). Defaults to the last layer
+            with a spatial output.
+        attribution_every: Run the costly methods (SmoothGrad, integrated
+            gradients, occlusion) every ``attribution_every`` logs. Defaults to 1.
 
     Raises:
         ValueError: for an unknown layer (the message lists the selectable
@@ -197,6 +208,9 @@ class ActivationLogger:
         examples_k: int = 9,
         examples_layers: Sequence[LayerSpec] | LayerSpec | None = None,
         examples_batch_size: int = 32,
+        attribution: Sequence[str] | str | None = None,
+        attribution_layer: LayerSpec | None = None,
+        attribution_every: int = 1,
     ) -> None:
         if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
             raise ValueError(
@@ -318,6 +332,12 @@ class ActivationLogger:
             layers=examples_layers,
             batch_size=examples_batch_size,
         )
+        # Attribution maps per step (tb_activations.attribution.step), checked here.
+        from tb_activations.attribution.step import attribution_step
+
+        self._attribution = attribution_step(
+            self, attribution, attribution_layer, attribution_every, class_names
+        )
 
     # -- set-up ---------------------------------------------------------------
 
@@ -419,6 +439,8 @@ class ActivationLogger:
             values.extend(
                 self._diagnostics.values(acts, output, records, int(step), grams=result.grams)
             )
+            if self._attribution is not None:
+                values.extend(self._attribution.values(int(step), self._overlay_display(), output))
             if not self._probes_written:
                 values.append(self._probe_images())
             values.append(

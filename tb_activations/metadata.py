@@ -64,6 +64,28 @@ tag                                plugin       content
 ``L/feature_vis_channels``         this plugin  float32 ``(n, 2)``: channel, objective
 =================================  ===========  ======================================
 
+Attribution (issue 13, written by :mod:`tb_activations.attribution.step`; Grad-CAM by
+default for classifiers), per step and method ``M`` (``gradcam``, ``gradcam_plus_plus``,
+``saliency``, ``smoothgrad``, ``integrated_gradients``, ``occlusion``):
+
+======================================  ===========  =================================
+tag                                     plugin       content
+======================================  ===========  =================================
+``attribution/M/overlay``               ``images``   per probe ``[predicted | label]``:
+                                                     the map of the predicted class over
+                                                     the probe, and beside it the map of
+                                                     the label's class where a label is
+                                                     given and differs (else the probe)
+``attribution/M/maps``                  this plugin  float32 ``(N, 2, h, w)``: the maps
+                                                     (row 1 NaN where no label differs);
+                                                     content from
+                                                     :func:`create_attribution_content`
+``attribution/M/average_drop``          ``scalars``  mean over probes of
+                                                     ``max(0, p - p_masked) / p``
+                                                     (Chattopadhay et al. 2018)
+``attribution/M/nonfinite_count``       ``scalars``  NaN/Inf values in the maps
+======================================  ===========  =================================
+
 All scalars are float32. CKA is ``nan`` where undefined (a layer constant
 over the samples, e.g. dead). A tag holds one plugin's data only, so the
 predictions text and tensor have two tags.
@@ -247,6 +269,20 @@ def create_feature_vis_content(*, layer: str, steps: int) -> dict[str, Any]:
     }
 
 
+#: Attribution methods of the logger (tag names; ``"gradcam++"`` is accepted for the second).
+ATTRIBUTION_METHODS = (
+    "gradcam",
+    "gradcam_plus_plus",
+    "saliency",
+    "smoothgrad",
+    "integrated_gradients",
+    "occlusion",
+)
+#: Tag prefix of the attribution summaries.
+ATTRIBUTION_PREFIX = "attribution"
+#: Per-method attribution tags' suffixes: ``attribution/<method>/<suffix>``.
+ATTRIBUTION_SUFFIXES = ("overlay", "maps", "average_drop", "nonfinite_count")
+
 # Values of ``SummaryMetadata.data_class`` (see TensorBoard's summary.proto):
 # third-party data left at DATA_CLASS_UNKNOWN is invisible to both loaders.
 DATA_CLASS_TENSOR = summary_pb2.DATA_CLASS_TENSOR
@@ -346,6 +382,46 @@ def create_predictions_content(
         "class_names": None if class_names is None else [str(c) for c in class_names],
         "num_classes": int(num_classes),
         "fields": list(PREDICTION_FIELDS),
+    }
+
+
+def attribution_tag(method: str, suffix: str) -> str:
+    """Tag of one attribution summary, e.g. ``attribution/gradcam/overlay``."""
+    return f"{ATTRIBUTION_PREFIX}/{method}/{suffix}"
+
+
+def create_attribution_content(
+    *,
+    method: str,
+    layer: str | None,
+    probes: list[str],
+    labels: list[Any] | None,
+    class_names: list[str] | None,
+    classes: list[list[int]],
+    average_drop: list[float | None],
+) -> dict[str, Any]:
+    """Plugin content of the ``attribution/<method>/maps`` tag.
+
+    Args:
+        method: One of :data:`ATTRIBUTION_METHODS`.
+        layer: The layer of a layer method (Grad-CAM), else ``None``.
+        probes: Probe names, in row order.
+        labels: Probe labels as given, or ``None``.
+        class_names: Class names, or ``None``.
+        classes: Per probe ``[predicted class, explained label class or -1]``.
+        average_drop: Per probe ``max(0, p - p_masked) / p`` of the predicted
+            class (``None`` where not finite).
+    """
+    return {
+        "version": PROTO_VERSION,
+        "kind": "attribution",
+        "method": method,
+        "layer": layer,
+        "probes": list(probes),
+        "labels": None if labels is None else [None if v is None else str(v) for v in labels],
+        "class_names": None if class_names is None else [str(c) for c in class_names],
+        "classes": [[int(c) for c in row] for row in classes],
+        "average_drop": list(average_drop),
     }
 
 

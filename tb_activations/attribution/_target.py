@@ -170,7 +170,7 @@ class Target:
         return x
 
     def resolve_classes(self, classes: Classes, n: int, k: int | None = None) -> np.ndarray:
-        """int32 ``(n,)`` class per input; -1 for ``"predicted"``.
+        """int32 ``(n,)`` class per input; -1 for ``"predicted"`` (-1 may be given per input too).
 
         Raises:
             ValueError: for a class out of range, or a count that is not ``n``.
@@ -191,9 +191,10 @@ class Target:
                 f"Invalid value for argument `classes`. Expected 'predicted', a class index or "
                 f"{n} integer class indices (one per input). Received: classes={classes!r}"
             )
-        bad = [int(c) for c in arr if c < 0 or (k is not None and c >= k)]
+        bad = [int(c) for c in arr if c < -1 or (k is not None and c >= k)]
         if bad:
             valid = "a class index >= 0" if k is None else f"a class index in [0, {k - 1}]"
+            valid += " (-1: the predicted class)"
             raise ValueError(
                 f"Invalid value for argument `classes`: class {bad[0]} is out of range; the "
                 f"output of model {self.name!r} scores {k} classes, so expected {valid} "

@@ -1,0 +1,432 @@
+"""Attribution in the logger's step: maps for the predicted (and true) class, as overlays.
+
+:class:`AttributionStep` is what :class:`~tb_activations.ActivationLogger`
+calls once per ``log()`` (and the command line once per run): per method it
+explains every probe's predicted class and, where a label is given and the
+prediction differs, the label's class too, in one batched pass; draws the
+maps over the probe images with the activations' colormap (NaN/Inf in
+magenta, counted); and measures each map's faithfulness by the *average
+drop* of Chattopadhay et al. (2018, Grad-CAM++, section 5.1): the class
+probability lost when the model sees only the explained region
+(``input * map``, the map scaled to [0, 1] by its maximum and upsampled).
+Low is faithful: the region the map shows is what the model needs.
+
+A failing method warns and is skipped for that step: the activations of
+the step are written all the same.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from tb_activations import metadata
+from tb_activations.attribution._target import Explanation, target_of
+from tb_activations.attribution.grad_cam import explain_layer
+from tb_activations.attribution.integrated_gradients import explain_integrated_gradients
+from tb_activations.attribution.occlusion import explain_occlusion
+from tb_activations.attribution.saliency import (
+    explain_saliency,
+    explain_smoothgrad,
+    predicted_classes,
+)
+from tb_activations.colormaps import BACKGROUND_INDEX, NAN_COLOR, palette
+from tb_activations.diagnostics import class_probabilities, label_index
+from tb_activations.encode import DEFAULT_COMPRESS_LEVEL, encode_jpeg, encode_rgb_png
+from tb_activations.layer_selection import is_functional
+from tb_activations.probes import Probes
+from tb_activations.render import _resize, overlay
+
+#: Other spellings accepted in ``attribution=``.
+ALIASES = {"gradcam++": "gradcam_plus_plus", "grad_cam": "gradcam", "ig": "integrated_gradients"}
+#: Methods with many passes per probe: run every ``attribution_every`` logs only.
+COSTLY = ("smoothgrad", "integrated_gradients", "occlusion")
+#: Methods explaining a layer (``attribution_layer=``).
+LAYER_METHODS = ("gradcam", "gradcam_plus_plus")
+#: Long side of the stored map tensors, px: input-size maps are mean-pooled to it.
+MAX_TENSOR_SIDE = 64
+
+
+def default_methods(model: Any) -> tuple[str, ...]:
+    """``("gradcam",)`` for a functional classifier (output ``(N, K)``, ``K >= 2``) with a
+    spatial layer, else ``()``: what ``attribution=None`` means."""
+    if not is_functional(model):
+        return ()
+    try:
+        target = target_of(model)
+        if target.num_classes is None or target.num_classes < 2:
+            return ()
+        target.spatial_layer(None)
+    except ValueError:
+        return ()
+    return ("gradcam",)
+
+
+def resolve_methods(model: Any, attribution: Sequence[str] | str | None) -> tuple[str, ...]:
+    """The canonical method names of ``attribution=`` (``None``: :func:`default_methods`).
+
+    Raises:
+        ValueError: for an unknown method.
+    """
+    if attribution is None:
+        return default_methods(model)
+    if isinstance(attribution, str):
+        attribution = (attribution,)
+    names = []
+    for name in attribution:
+        canonical = ALIASES.get(name, name) if isinstance(name, str) else name
+        if canonical not in metadata.ATTRIBUTION_METHODS:
+            raise ValueError(
+                "Invalid value for argument `attribution`. Expected None or a sequence of "
+                f"{metadata.ATTRIBUTION_METHODS} (or 'gradcam++'). Received: "
+                f"attribution={attribution!r}"
+            )
+        if canonical not in names:
+            names.append(canonical)
+    return tuple(names)
+
+
+def explain(
+    model: Any, method: str, inputs: np.ndarray, classes: Any, layer: Any = None
+) -> Explanation:
+    """One method by name (see :data:`~tb_activations.metadata.ATTRIBUTION_METHODS`)."""
+    method = ALIASES.get(method, method)
+    if method in LAYER_METHODS:
+        return explain_layer(model, inputs, classes, layer, plus=method == "gradcam_plus_plus")
+    fn = {
+        "saliency": explain_saliency,
+        "smoothgrad": explain_smoothgrad,
+        "integrated_gradients": explain_integrated_gradients,
+        "occlusion": explain_occlusion,
+    }.get(method)
+    if fn is None:
+        raise ValueError(
+            f"Invalid value for argument `method`. Expected one of "
+            f"{metadata.ATTRIBUTION_METHODS}. Received: method={method!r}"
+        )
+    return fn(model, inputs, classes)
+
+
+def display_map(maps: np.ndarray) -> np.ndarray:
+    """``(N, h, w)`` maps to show: integrated gradients ``(N, H, W, C)`` as ``sum_c |IG|``."""
+    return np.abs(maps).sum(axis=-1) if maps.ndim == 4 else maps
+
+
+class AttributionStep:
+    """Attribution summaries of one logger, built once.
+
+    Args:
+        model: The logger's model.
+        probes: The logger's probes (their labels give the true classes).
+        methods: Canonical method names (see :func:`resolve_methods`).
+        layer: Layer of the layer methods. Defaults to the last spatial layer.
+        every: Run the costly methods (:data:`COSTLY`) every ``every`` calls.
+        class_names: Class names, for labels given as names and the descriptions.
+        colormap, alpha: As the overlays of the activations.
+        overlay_format, overlay_quality, compress_level: Encoding, as theirs.
+
+    Raises:
+        ValueError: for a model whose output is not a score per class, a layer
+            without a spatial output (checked here, before any step).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        probes: Probes,
+        methods: Sequence[str],
+        *,
+        layer: Any = None,
+        every: int = 1,
+        class_names: Sequence[str] | None = None,
+        colormap: str = "magma",
+        alpha: float = 0.5,
+        overlay_format: str = "jpeg",
+        overlay_quality: int = 90,
+        compress_level: int = DEFAULT_COMPRESS_LEVEL,
+    ) -> None:
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(
+                "Invalid value for argument `attribution_every`. Expected a positive int. "
+                f"Received: attribution_every={every!r}"
+            )
+        self.methods = tuple(methods)
+        self.target = target_of(model)
+        self.layer = None
+        if any(m in LAYER_METHODS for m in self.methods):
+            self.layer = self.target.spatial_layer(layer).path
+        elif layer is not None:
+            raise ValueError(
+                "Invalid value for argument `attribution_layer`: it applies to the layer methods "
+                f"{LAYER_METHODS}, and attribution={self.methods!r} has none. Received: "
+                f"attribution_layer={layer!r}"
+            )
+        self.model = model
+        self.probes = probes
+        self.every = every
+        self.class_names = None if class_names is None else list(class_names)
+        self.colormap = colormap
+        self.alpha = float(alpha)
+        self.overlay_format = overlay_format
+        self.overlay_quality = overlay_quality
+        self.compress_level = compress_level
+        self.failures = 0
+        self._calls = 0
+        n = len(probes.names)
+        k = self.target.num_classes
+        labels = probes.labels or [None] * n
+        idx = [label_index(v, self.class_names) for v in labels]
+        self.labels = np.array([i if i >= 0 and (k is None or i < k) else -1 for i in idx])
+
+    def values(self, step: int, display: np.ndarray, output: np.ndarray | None = None) -> list:
+        """Summary values of this step (those of a failing method left out, with a warning).
+
+        Args:
+            step: The step, for messages.
+            display: uint8 ``(N, H, W, 3)`` probe images to draw the maps on.
+            output: The model output on the probes from the same weights, if at
+                hand: its argmax is the predicted class (saves explaining labels
+                that turn out predicted).
+        """
+        due = [m for m in self.methods if m not in COSTLY or self._calls % self.every == 0]
+        self._calls += 1
+        values: list = []
+        for method in due:
+            try:
+                values.extend(self.method_values(method, display, output))
+            except Exception as err:  # an add-on of the step: warn, write the rest
+                self.failures += 1
+                warnings.warn(
+                    f"tb_activations: attribution {method!r} failed at step {step} and was "
+                    f"skipped; the activations are written. {type(err).__name__}: {err}",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+        return values
+
+    def compute(
+        self, method: str, output: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, dict[int, tuple[int, np.ndarray]], np.ndarray]:
+        """``(predicted maps (N, h, w), predicted classes, {probe: (label, map)}, drop)``."""
+        x = self.probes.inputs
+        n = len(x)
+        labelled = np.flatnonzero(self.labels >= 0)
+        if output is not None and np.ndim(output) == 2 and len(output) == n:
+            pred = np.asarray(output).argmax(axis=1).astype(np.int32)
+            labelled = labelled[self.labels[labelled] != pred[labelled]]
+        else:
+            pred = np.full(n, -1, np.int32)
+        rows = np.concatenate([np.arange(n), labelled])
+        classes = np.concatenate([pred, self.labels[labelled]]).astype(np.int32)
+        ex = explain(self.model, method, x[rows], classes, self.layer)
+        maps = display_map(ex.maps)
+        pred = ex.classes[:n]
+        label_maps = {
+            int(i): (int(self.labels[i]), maps[n + j])
+            for j, i in enumerate(labelled)
+            if self.labels[i] != pred[i]
+        }
+        drop = self._average_drop(x, maps[:n], pred, ex.logits[:n])
+        return maps[:n], pred, label_maps, drop
+
+    def method_values(self, method: str, display: np.ndarray, output: np.ndarray | None) -> list:
+        from tb_activations.summary import float_tensor_value, image_value, scalar_value
+
+        maps, pred, label_maps, drop = self.compute(method, output)
+        n = len(maps)
+        pairs = np.stack(
+            [
+                overlay_pair(
+                    display[i],
+                    maps[i],
+                    label_maps[i][1] if i in label_maps else None,
+                    colormap=self.colormap,
+                    alpha=self.alpha,
+                )
+                for i in range(n)
+            ]
+        )
+        if self.overlay_format == "jpeg":
+            images = [encode_jpeg(p, self.overlay_quality) for p in pairs]
+        else:
+            images = [encode_rgb_png(p, self.compress_level) for p in pairs]
+        stored = np.full((n, 2, *maps.shape[1:]), np.nan, np.float32)
+        stored[:, 0] = maps
+        for i, (_, m) in label_maps.items():
+            stored[i, 1] = m
+        stored = _shrink(stored)
+        nonfinite = int((~np.isfinite(maps)).sum()) + sum(
+            int((~np.isfinite(m)).sum()) for _, m in label_maps.values()
+        )
+        finite_drop = drop[np.isfinite(drop)]
+        classes = [[int(pred[i]), label_maps[i][0] if i in label_maps else -1] for i in range(n)]
+        content = metadata.create_attribution_content(
+            method=method,
+            layer=self.layer if method in LAYER_METHODS else None,
+            probes=self.probes.names,
+            labels=self.probes.labels,
+            class_names=self.class_names,
+            classes=classes,
+            average_drop=[float(d) if np.isfinite(d) else None for d in drop],
+        )
+        desc = self._description(method, pred, label_maps, drop, nonfinite)
+        tag = metadata.attribution_tag
+        return [
+            image_value(
+                tag(method, "overlay"),
+                images,
+                width=pairs.shape[2],
+                height=pairs.shape[1],
+                description=desc,
+            ),
+            float_tensor_value(tag(method, "maps"), stored, content=content, description=desc),
+            scalar_value(
+                tag(method, "average_drop"),
+                float(finite_drop.mean()) if finite_drop.size else float("nan"),
+                description=f"Mean over probes of max(0, p - p_masked) / p for {method}: the "
+                "predicted class's probability lost when the model sees only the explained "
+                "region (Chattopadhay et al. 2018). Low: faithful.",
+            ),
+            scalar_value(
+                tag(method, "nonfinite_count"),
+                float(nonfinite),
+                description=f"NaN/Inf values in the {method} maps (drawn in magenta).",
+            ),
+        ]
+
+    def _average_drop(
+        self, x: np.ndarray, maps: np.ndarray, classes: np.ndarray, logits: np.ndarray
+    ) -> np.ndarray:
+        """float64 ``(N,)``: ``max(0, p - p_masked) / p`` of ``classes``; NaN where undefined."""
+        n = len(x)
+        unit = np.zeros((n, *x.shape[1:3]), np.float32)
+        ok = np.zeros(n, bool)
+        for i in range(n):
+            m = np.where(np.isfinite(maps[i]), np.maximum(maps[i], 0.0), np.nan)
+            top = np.nanmax(m) if np.isfinite(m).any() else np.nan
+            if np.isfinite(maps[i]).all() and top > 0:
+                unit[i] = np.clip(_resize(m / top, x.shape[1:3]), 0.0, 1.0)
+                ok[i] = True
+        masked = x * unit.reshape(*unit.shape, *([1] * (x.ndim - 3)))
+        _, masked_logits = predicted_classes(self.target, masked, classes)
+        p = self._probabilities(logits)[np.arange(n), classes]
+        q = self._probabilities(masked_logits)[np.arange(n), classes]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            drop = np.maximum(0.0, p - q) / p
+        return np.where(ok & np.isfinite(drop), drop, np.nan)
+
+    def _probabilities(self, logits: np.ndarray) -> np.ndarray:
+        act = self.target.output_activation
+        z = np.asarray(logits, np.float64)
+        if act == "softmax":
+            e = np.exp(z - z.max(axis=1, keepdims=True))
+            return e / e.sum(axis=1, keepdims=True)
+        if act == "sigmoid":
+            return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
+        return class_probabilities(z)
+
+    def _class_text(self, idx: int) -> str:
+        names = self.class_names
+        return f"{names[idx]} ({idx})" if names and 0 <= idx < len(names) else str(idx)
+
+    def _description(self, method, pred, label_maps, drop, nonfinite) -> str:
+        where = f" at `{self.layer}`" if method in LAYER_METHODS else ""
+        lines = [
+            f"**{method}**{where}: per probe, the map of the predicted class over the probe; "
+            "beside it the map of the label's class where it differs, else the probe itself.",
+            "",
+        ]
+        for i, name in enumerate(self.probes.names):
+            line = f"- {name}: predicted {self._class_text(int(pred[i]))}"
+            if np.isfinite(drop[i]):
+                line += f", average drop {drop[i]:.3f}"
+            if i in label_maps:
+                line += f"; label {self._class_text(label_maps[i][0])} (right)"
+            lines.append(line)
+        if nonfinite:
+            lines += ["", f"{nonfinite} NaN/Inf values, shown in magenta."]
+        return "\n".join(lines)
+
+
+def overlay_map(
+    image: np.ndarray, heat: np.ndarray, *, colormap: str = "magma", alpha: float = 0.5
+) -> np.ndarray:
+    """:func:`~tb_activations.render.overlay` of a map, its NaN/Inf cells in magenta."""
+    out = overlay(image, heat, colormap=colormap, alpha=alpha)
+    bad = ~np.isfinite(heat)
+    if bad.any():
+        h, w = image.shape[:2]
+        rows = np.arange(h) * heat.shape[0] // h
+        cols = np.arange(w) * heat.shape[1] // w
+        out[bad[rows][:, cols]] = NAN_COLOR
+    return out
+
+
+def overlay_pair(
+    image: np.ndarray,
+    left: np.ndarray,
+    right: np.ndarray | None,
+    *,
+    colormap: str = "magma",
+    alpha: float = 0.5,
+    sep: int = 1,
+) -> np.ndarray:
+    """uint8 ``(H, 2 W + sep, 3)``: ``left`` over the image, and ``right`` (or the image)."""
+    h, w, _ = image.shape
+    out = np.empty((h, 2 * w + sep, 3), np.uint8)
+    out[:, :w] = overlay_map(image, left, colormap=colormap, alpha=alpha)
+    out[:, w : w + sep] = palette(colormap)[BACKGROUND_INDEX]
+    out[:, w + sep :] = (
+        image if right is None else overlay_map(image, right, colormap=colormap, alpha=alpha)
+    )
+    return out
+
+
+def _shrink(stored: np.ndarray) -> np.ndarray:
+    """Mean-pool ``(N, 2, H, W)`` maps to at most :data:`MAX_TENSOR_SIDE` px (NaN kept)."""
+    n, two, h, w = stored.shape
+    f = math.ceil(max(h, w) / MAX_TENSOR_SIDE)
+    if f <= 1:
+        return stored
+    hp, wp = h // f * f, w // f * f
+    cropped = stored[:, :, :hp, :wp].reshape(n, two, hp // f, f, wp // f, f)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return cropped.mean(axis=(3, 5)).astype(np.float32)
+
+
+def attribution_step(
+    logger: Any,
+    attribution: Sequence[str] | str | None,
+    layer: Any,
+    every: int,
+    class_names: Sequence[str] | None,
+) -> AttributionStep | None:
+    """The :class:`AttributionStep` of an :class:`~tb_activations.ActivationLogger`, or
+    ``None`` when no method applies (``attribution=None`` on a model that is not a
+    classifier, or ``attribution=()``)."""
+    methods = resolve_methods(logger.model, attribution)
+    if not methods:
+        if layer is not None and attribution is not None:
+            raise ValueError(
+                "Invalid value for argument `attribution_layer`: no attribution method is on. "
+                f"Received: attribution={attribution!r}, attribution_layer={layer!r}"
+            )
+        return None
+    return AttributionStep(
+        logger.model,
+        logger.probes,
+        methods,
+        layer=layer,
+        every=every,
+        class_names=class_names,
+        colormap=logger.colormap,
+        alpha=logger.alpha,
+        overlay_format=logger.overlay_format,
+        overlay_quality=logger.overlay_quality,
+        compress_level=logger.compress_level,
+    )

@@ -1,0 +1,153 @@
+"""Attribution in the logger and the callback: what is written, read back with TensorBoard."""
+
+from __future__ import annotations
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+from tb_activations import ActivationCallback, ActivationLogger, Probes, metadata
+from tb_activations.attribution import grad_cam, trace_count
+from tests.conftest import images_at, read_run, small_cnn
+from tests.test_attribution import quadrant_model
+
+
+def quadrant_probes(labels=(0, 2)):
+    """Probe i is bright in quadrant ``labels`` of its row: probe 0 in quadrant 0, probe 1
+    in quadrant 3; probe 1 is labelled 2, so the model (predicting 3) gets it wrong."""
+    x = np.full((2, 8, 8, 1), 0.1, np.float32)
+    x[0, :4, :4] = 0.9
+    x[1, 4:, 4:] = 0.9
+    return Probes(x, names=["a", "b"], labels=list(labels))
+
+
+def tensor_of(acc, tag, step=None):
+    from tensorboard.util import tensor_util
+
+    events = acc.Tensors(tag)
+    event = events[-1] if step is None else next(e for e in events if e.step == step)
+    content = metadata.parse_plugin_metadata(acc.SummaryMetadata(tag).plugin_data.content)
+    return tensor_util.make_ndarray(event.tensor_proto), content
+
+
+def test_logger_writes_predicted_and_true_class_maps(tmp_path):
+    model = quadrant_model()
+    probes = quadrant_probes()
+    with ActivationLogger(
+        model,
+        probes,
+        tmp_path,
+        layers=["conv"],
+        attribution=("gradcam", "occlusion"),
+        attribution_layer="mask",
+        attribution_every=2,
+        overlay_format="png",
+        class_names=["nw", "ne", "sw", "se"],
+    ) as logger:
+        for step in range(3):
+            logger.log(step)
+    acc = read_run(tmp_path / "activations")
+    maps, content = tensor_of(acc, "attribution/gradcam/maps")
+    assert content["kind"] == "attribution" and content["layer"] == "mask"
+    assert content["classes"] == [[0, -1], [3, 2]]
+    x = probes.inputs
+    np.testing.assert_allclose(maps[:, 0], grad_cam(model, x, [0, 3], "mask"), rtol=1e-5)
+    np.testing.assert_allclose(maps[1, 1], grad_cam(model, x[1:], 2, "mask")[0], rtol=1e-5)
+    assert np.isnan(maps[0, 1]).all()
+    width, height, pngs = images_at(acc, "attribution/gradcam/overlay")
+    assert (width, height) == (17, 8) and [p.size for p in pngs] == [(17, 8)] * 2
+    # Probe 0 is predicted as labelled: the right half is the probe itself.
+    assert np.array_equal(np.asarray(pngs[0].convert("RGB"))[:, 9:], probes.display[0])
+    drop = [e.step for e in acc.Tensors("attribution/gradcam/average_drop")]
+    assert drop == [0, 1, 2]
+    # The costly method runs every second log.
+    assert [e.step for e in acc.Tensors("attribution/occlusion/overlay")] == [0, 2]
+    assert all(0 <= d <= 1 for d in content["average_drop"])
+
+
+def test_grad_cam_is_on_by_default_for_classifiers_only(tmp_path, images):
+    with ActivationLogger(small_cnn(), images, tmp_path / "clf", layers=["conv1"]) as logger:
+        logger.log(0)
+    tags = set(read_run(tmp_path / "clf" / "activations").Tags()["tensors"])
+    assert {metadata.attribution_tag("gradcam", s) for s in metadata.ATTRIBUTION_SUFFIXES} <= tags
+    conv = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(2, 3, name="c")])
+    for model, kwargs in [(conv, {}), (small_cnn(), {"attribution": ()})]:
+        with ActivationLogger(model, images, tmp_path / "off", **kwargs) as logger:
+            logger.log(0)
+        tags = read_run(tmp_path / "off" / "activations").Tags()["tensors"]
+        assert not [t for t in tags if t.startswith("attribution/")]
+
+
+def test_non_finite_maps_are_drawn_and_counted(tmp_path):
+    inputs = keras.Input((4, 4, 1))
+    a = keras.layers.Conv2D(2, 1, activation="relu", name="conv")(inputs)
+    root = keras.layers.Lambda(lambda t: keras.ops.sqrt(t), name="sqrt")(a)
+    out = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(root))
+    model = keras.Model(inputs, out)
+    with ActivationLogger(
+        model,
+        np.zeros((1, 4, 4, 1)),
+        tmp_path,
+        layers=["conv"],
+        attribution_layer="conv",
+        overlay_format="png",
+    ) as logger:
+        logger.log(0)
+    acc = read_run(tmp_path / "activations")
+    count = acc.Tensors("attribution/gradcam/nonfinite_count")[0]
+    from tensorboard.util import tensor_util
+
+    assert float(tensor_util.make_ndarray(count.tensor_proto)) == 16
+    _, _, pngs = images_at(acc, "attribution/gradcam/overlay")
+    assert (np.asarray(pngs[0].convert("RGB"))[:, :4] == (255, 0, 255)).all()
+
+
+def test_bad_options_fail_at_construction(tmp_path, images):
+    model = small_cnn()
+    with pytest.raises(ValueError, match="attribution"):
+        ActivationLogger(model, images, tmp_path, attribution=("nope",))
+    with pytest.raises(ValueError, match="'gap' has output shape"):
+        ActivationLogger(model, images, tmp_path, attribution_layer="gap")
+    with pytest.raises(ValueError, match="attribution_every"):
+        ActivationLogger(model, images, tmp_path, attribution_every=0)
+    conv = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(2, 3)])
+    with pytest.raises(ValueError, match="not a score per class"):
+        ActivationLogger(conv, images, tmp_path, attribution=("saliency",))
+    with pytest.raises(TypeError):
+        ActivationCallback(images, tmp_path, attribution_layers="conv1")
+
+
+def argmax_model():
+    """The score depends on an argmax of the conv: no gradient reaches the conv."""
+    inputs = keras.Input((16, 16, 3))
+    a = keras.layers.Conv2D(3, 3, name="conv")(inputs)
+    hard = keras.layers.Lambda(
+        lambda t: keras.ops.cast(keras.ops.argmax(t, axis=-1), "float32"), name="hard"
+    )(a)
+    out = keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(hard))
+    return keras.Model(inputs, out)
+
+
+def test_callback_fit_traces_once_and_survives_a_failing_method(tmp_path, images):
+    model = small_cnn()
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    x, y = images.astype("float32"), np.array([0, 1, 2])
+    cb = ActivationCallback(Probes(images, labels=[0, 1, 2]), tmp_path, layers=["conv3"])
+    model.fit(x, y, epochs=3, verbose=0, callbacks=[cb])
+    acc = read_run(tmp_path / "activations")
+    assert [e.step for e in acc.Tensors("attribution/gradcam/maps")] == [0, 1, 2]
+    # Grad-CAM and the average drop's forward pass: one trace each, for all three epochs.
+    assert trace_count(model) == 2
+
+    broken = argmax_model()
+    broken.compile("sgd", "sparse_categorical_crossentropy")
+    cb = ActivationCallback(images, tmp_path / "b", layers=["conv"], attribution=("gradcam",))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        broken.fit(x, np.array([0, 1, 0]), epochs=2, verbose=0, callbacks=[cb])
+    assert [w for w in caught if "attribution 'gradcam' failed" in str(w.message)]
+    acc = read_run(tmp_path / "b" / "activations")
+    assert [e.step for e in acc.Tensors("conv/channel_stats")] == [0, 1]
+    assert "attribution/gradcam/maps" not in acc.Tags()["tensors"]
