@@ -769,6 +769,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(p)
     p.set_defaults(func=cmd_layers)
+
+    from tb_activations import cli_explain
+
+    cli_explain.add_parser(sub)
     return parser
 
 

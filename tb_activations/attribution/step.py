@@ -209,13 +209,19 @@ class AttributionStep:
         return values
 
     def compute(
-        self, method: str, output: np.ndarray | None = None
+        self, method: str, output: np.ndarray | None = None, classes: Any = None
     ) -> tuple[np.ndarray, np.ndarray, dict[int, tuple[int, np.ndarray]], np.ndarray]:
-        """``(predicted maps (N, h, w), predicted classes, {probe: (label, map)}, drop)``."""
+        """``(maps (N, h, w), their classes, {probe: (label, map)}, drop)``.
+
+        The maps are those of the predicted classes, or of ``classes`` (one per
+        probe, -1: predicted) when given; then no label is explained.
+        """
         x = self.probes.inputs
         n = len(x)
-        labelled = np.flatnonzero(self.labels >= 0)
-        if output is not None and np.ndim(output) == 2 and len(output) == n:
+        labelled = np.flatnonzero(self.labels >= 0) if classes is None else np.zeros(0, int)
+        if classes is not None:
+            pred = self.target.resolve_classes(classes, n)
+        elif output is not None and np.ndim(output) == 2 and len(output) == n:
             pred = np.asarray(output).argmax(axis=1).astype(np.int32)
             labelled = labelled[self.labels[labelled] != pred[labelled]]
         else:
@@ -233,10 +239,13 @@ class AttributionStep:
         drop = self._average_drop(x, maps[:n], pred, ex.logits[:n])
         return maps[:n], pred, label_maps, drop
 
-    def method_values(self, method: str, display: np.ndarray, output: np.ndarray | None) -> list:
+    def method_values(
+        self, method: str, display: np.ndarray, output: np.ndarray | None, result: Any = None
+    ) -> list:
+        """The summary values of one method; ``result`` of :meth:`compute` if done already."""
         from tb_activations.summary import float_tensor_value, image_value, scalar_value
 
-        maps, pred, label_maps, drop = self.compute(method, output)
+        maps, pred, label_maps, drop = result or self.compute(method, output)
         n = len(maps)
         pairs = np.stack(
             [
@@ -302,6 +311,13 @@ class AttributionStep:
         self, x: np.ndarray, maps: np.ndarray, classes: np.ndarray, logits: np.ndarray
     ) -> np.ndarray:
         """float64 ``(N,)``: ``max(0, p - p_masked) / p`` of ``classes``; NaN where undefined."""
+        # NaN/Inf maps or logits (a float16 overflow) give NaN here, quietly: they are counted.
+        with np.errstate(all="ignore"):
+            return self._average_drop_of(x, maps, classes, logits)
+
+    def _average_drop_of(
+        self, x: np.ndarray, maps: np.ndarray, classes: np.ndarray, logits: np.ndarray
+    ) -> np.ndarray:
         n = len(x)
         unit = np.zeros((n, *x.shape[1:3]), np.float32)
         ok = np.zeros(n, bool)
@@ -311,12 +327,13 @@ class AttributionStep:
             if np.isfinite(maps[i]).all() and top > 0:
                 unit[i] = np.clip(_resize(m / top, x.shape[1:3]), 0.0, 1.0)
                 ok[i] = True
+        if not ok.any():
+            return np.full(n, np.nan)
         masked = x * unit.reshape(*unit.shape, *([1] * (x.ndim - 3)))
         _, masked_logits = predicted_classes(self.target, masked, classes)
         p = self._probabilities(logits)[np.arange(n), classes]
         q = self._probabilities(masked_logits)[np.arange(n), classes]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            drop = np.maximum(0.0, p - q) / p
+        drop = np.maximum(0.0, p - q) / p
         return np.where(ok & np.isfinite(drop), drop, np.nan)
 
     def _probabilities(self, logits: np.ndarray) -> np.ndarray:
