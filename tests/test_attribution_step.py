@@ -68,6 +68,7 @@ def test_logger_writes_predicted_and_true_class_maps(tmp_path):
 
 
 def test_grad_cam_is_on_by_default_for_classifiers_only(tmp_path, images):
+    # A classifier as the predictions table has it: an (N, K) output out of a softmax.
     with ActivationLogger(small_cnn(), images, tmp_path / "clf", layers=["conv1"]) as logger:
         logger.log(0)
     tags = set(read_run(tmp_path / "clf" / "activations").Tags()["tensors"])
@@ -91,6 +92,7 @@ def test_non_finite_maps_are_drawn_and_counted(tmp_path):
         np.zeros((1, 4, 4, 1)),
         tmp_path,
         layers=["conv"],
+        attribution=("gradcam",),
         attribution_layer="conv",
         overlay_format="png",
     ) as logger:

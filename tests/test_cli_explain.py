@@ -1,15 +1,22 @@
-"""``tb-activations explain``, run as a user runs it; PNGs compared with the library's maps."""
+"""``tb-activations explain`` through :func:`~tb_activations.cli.main` (in this process: a
+subprocess spends 10-20 s importing TensorFlow on two cores); PNGs compared with the
+library's maps."""
 
 from __future__ import annotations
 
 import numpy as np
 from PIL import Image
 
+from tb_activations.cli import main
 from tests.conftest import read_run
-from tests.test_cli import assert_user_error, image_dir, model_file, run_cli  # noqa: F401
+from tests.test_cli import image_dir, model_file  # noqa: F401
 
 
-def test_explain_writes_pngs_and_events(model_file, image_dir, tmp_path):  # noqa: F811
+def run(*args) -> int:
+    return main([str(a) for a in args])
+
+
+def test_explain_writes_pngs_and_events(model_file, image_dir, tmp_path, capsys):  # noqa: F811
     import keras
 
     from tb_activations import Probes
@@ -17,7 +24,7 @@ def test_explain_writes_pngs_and_events(model_file, image_dir, tmp_path):  # noq
     from tb_activations.attribution.step import overlay_map
 
     out, logs = tmp_path / "png", tmp_path / "logs"
-    proc = run_cli(
+    code = run(
         "explain",
         model_file,
         image_dir,
@@ -31,8 +38,9 @@ def test_explain_writes_pngs_and_events(model_file, image_dir, tmp_path):  # noq
         "--log-dir",
         logs,
     )
-    assert proc.returncode == 0, proc.stderr
-    assert "PNG files: 4" in proc.stdout
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "PNG files: 4" in captured.out
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
     assert files == [
         "cat/gradcam_class1.png",
@@ -52,10 +60,15 @@ def test_explain_writes_pngs_and_events(model_file, image_dir, tmp_path):  # noq
     assert {"attribution/gradcam/overlay", "attribution/saliency/maps"} <= set(tags)
 
 
-def test_explain_user_errors(model_file, image_dir, tmp_path):  # noqa: F811
+def test_explain_user_errors(model_file, image_dir, tmp_path, capsys):  # noqa: F811
     out = tmp_path / "png"
-    proc = run_cli("explain", model_file, image_dir, "--class", "5", "--png-dir", out)
-    assert_user_error(proc, "class 5 is out of range", "[0, 1]")
-    proc = run_cli("explain", model_file, image_dir, "--layer", "gap", "--png-dir", out)
-    assert_user_error(proc, "'gap' has output shape")
+    for args, fragments in [
+        (("--class", "5"), ("class 5 is out of range", "[0, 1]")),
+        (("--class", "cat"), ("--class must be a class index",)),
+        (("--layer", "gap"), ("'gap' has output shape",)),
+        (("--method", "nope"), ("invalid choice",)),
+    ]:
+        assert run("explain", model_file, image_dir, "--png-dir", out, *args) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and all(f in err for f in fragments), err
     assert not out.exists() or not list(out.rglob("*.png"))

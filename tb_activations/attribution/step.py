@@ -35,7 +35,7 @@ from tb_activations.attribution.saliency import (
     predicted_classes,
 )
 from tb_activations.colormaps import BACKGROUND_INDEX, NAN_COLOR, palette
-from tb_activations.diagnostics import class_probabilities, label_index
+from tb_activations.diagnostics import class_probabilities, classifier_head, label_index
 from tb_activations.encode import DEFAULT_COMPRESS_LEVEL, encode_jpeg, encode_rgb_png
 from tb_activations.layer_selection import is_functional
 from tb_activations.probes import Probes
@@ -52,9 +52,11 @@ MAX_TENSOR_SIDE = 64
 
 
 def default_methods(model: Any) -> tuple[str, ...]:
-    """``("gradcam",)`` for a functional classifier (output ``(N, K)``, ``K >= 2``) with a
-    spatial layer, else ``()``: what ``attribution=None`` means."""
-    if not is_functional(model):
+    """``("gradcam",)`` for a functional classifier with a spatial layer, else ``()``: what
+    ``attribution=None`` means. A classifier as the predictions table has it
+    (:func:`~tb_activations.diagnostics.classifier_head`: an ``(N, K)`` output out of a
+    final softmax or sigmoid), with ``K >= 2``."""
+    if not is_functional(model) or classifier_head(model) is None:
         return ()
     try:
         target = target_of(model)

@@ -1,0 +1,182 @@
+"""Attribution benchmarks (issue 13), as ratios measured in one run.
+
+Usage: ``python benchmarks/attribution.py`` (several minutes on 2 cores) or
+``python benchmarks/attribution.py --quick`` (smaller inputs, to check it runs).
+
+1. Grad-CAM of 8 probes on VGG16 (``weights=None``, with its classifier) at
+   ``block5_conv3`` against the bare forward pass of the same probes (one
+   traced ``model(x)``); target <= 2.5x. The Keras example's recipe
+   (keras.io "Grad-CAM class activation visualization": a ``GradientTape``
+   over ``Model(inputs, [conv.output, model.output])``, one image per call,
+   eager) does the same job, timed too.
+2. ``ActivationLogger.log()`` with Grad-CAM against the same logger without
+   it (the five pooling layers of VGG16, 8 probes); target <= 1.5x.
+3. Integrated gradients at 64 steps against 64 batched forward+backward
+   passes of the same rows (the same batch size) with a bare ``GradientTape``;
+   target <= 1.2x. On a small CNN (8 probes, 512 rows) and on VGG16 (1 probe).
+
+Timings are medians of repeated runs in this process, after a warm-up call
+(tracing excluded); the machine is shared and noisy: compare the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np
+
+
+def median_time(fn, repeat: int) -> float:
+    fn()  # warm-up: traces, allocations
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def keras_example_grad_cam(model, images, layer_name):
+    """The Keras example's ``make_gradcam_heatmap``, one image per call, as users copy it."""
+    import keras
+    import tensorflow as tf
+
+    grad_model = keras.Model(model.inputs, [model.get_layer(layer_name).output, model.output])
+    heatmaps = []
+    for i in range(len(images)):
+        with tf.GradientTape() as tape:
+            last_conv_layer_output, preds = grad_model([images[i : i + 1]])
+            pred_index = tf.argmax(preds[0])
+            class_channel = preds[:, pred_index]
+        grads = tape.gradient(class_channel, last_conv_layer_output)
+        pooled_grads = tf.reduce_mean(grads, axis=(0, 1, 2))
+        heatmap = tf.squeeze(last_conv_layer_output[0] @ pooled_grads[..., tf.newaxis])
+        heatmaps.append(tf.maximum(heatmap, 0) / tf.math.reduce_max(heatmap))
+    return heatmaps
+
+
+def bare_forward(model):
+    import tensorflow as tf
+
+    return tf.function(lambda x: model(x, training=False), autograph=False, reduce_retracing=True)
+
+
+def bare_forward_backward(model):
+    """One batched forward+backward of the summed first logit by the input (a GradientTape)."""
+    import tensorflow as tf
+
+    @tf.function(autograph=False, reduce_retracing=True)
+    def step(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = model(x, training=False)
+            score = tf.reduce_sum(y[:, 0])
+        return tape.gradient(score, x)
+
+    return step
+
+
+def small_cnn():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    return keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small inputs: check it runs")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+
+    import keras
+    import tensorflow as tf
+
+    from tb_activations import ActivationLogger
+    from tb_activations.attribution import grad_cam, integrated_gradients
+
+    size = 64 if args.quick else 224
+    rng = np.random.default_rng(0)
+    rows = []
+
+    keras.utils.set_random_seed(0)
+    vgg = keras.applications.VGG16(weights=None, input_shape=(size, size, 3))
+    x = rng.uniform(-120, 120, (8, size, size, 3)).astype(np.float32)
+    fwd = bare_forward(vgg)
+    t_fwd = median_time(lambda: fwd(x), args.repeat)
+    t_cam = median_time(lambda: grad_cam(vgg, x, "predicted", "block5_conv3"), args.repeat)
+    t_recipe = median_time(
+        lambda: keras_example_grad_cam(vgg, x, "block5_conv3"), max(1, args.repeat - 1)
+    )
+    rows.append(("VGG16, 8 probes: bare forward", t_fwd, 1.0, ""))
+    rows.append(("grad_cam at block5_conv3", t_cam, t_cam / t_fwd, "<= 2.5"))
+    rows.append(("Keras example recipe (per image, eager)", t_recipe, t_recipe / t_fwd, ""))
+
+    images = rng.integers(0, 256, (8, size, size, 3), dtype=np.uint8)
+    with tempfile.TemporaryDirectory() as tmp:
+        plain = ActivationLogger(vgg, images, tmp + "/a", layers=["block*_pool"], attribution=())
+        cam = ActivationLogger(
+            vgg,
+            images,
+            tmp + "/b",
+            layers=["block*_pool"],
+            attribution=("gradcam",),
+            attribution_layer="block5_conv3",
+        )
+        steps = iter(range(1000))
+        t_plain = median_time(lambda: plain.log(next(steps)), args.repeat)
+        t_with = median_time(lambda: cam.log(next(steps)), args.repeat)
+        plain.close()
+        cam.close()
+    rows.append(("log(), 5 pooling layers, no attribution", t_plain, 1.0, ""))
+    rows.append(("log() with Grad-CAM", t_with, t_with / t_plain, "<= 1.5"))
+
+    for name, model, probes in [
+        ("small CNN 32x32, 8 probes", small_cnn(), 8),
+        (f"VGG16 {size}x{size}, 1 probe", vgg, 1),
+    ]:
+        shape = model.inputs[0].shape[1:]
+        xi = rng.uniform(0, 1, (probes, *shape)).astype(np.float32)
+        batch = 32
+        step = bare_forward_backward(model)
+        paths = np.repeat(xi, 64, axis=0)
+
+        def reference(paths=paths, step=step, batch=batch):
+            for s in range(0, len(paths), batch):
+                step(paths[s : s + batch])
+
+        repeat = args.repeat if probes > 1 or args.quick else 1
+        t_ref = median_time(reference, repeat)
+        t_ig = median_time(
+            lambda m=model, xi=xi: integrated_gradients(m, xi, 0, steps=64, batch_size=batch),
+            repeat,
+        )
+        rows.append((f"{name}: 64 x fwd+bwd, batch {batch}", t_ref, 1.0, ""))
+        rows.append(("integrated_gradients, 64 steps", t_ig, t_ig / t_ref, "<= 1.2"))
+
+    print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPUs, input {size}x{size}")
+    print("| workload | seconds | ratio | target |")
+    print("|---|---|---|---|")
+    for label, seconds, ratio, target in rows:
+        print(f"| {label} | {seconds:.3f} | {ratio:.2f}x | {target} |")
+
+
+if __name__ == "__main__":
+    main()
