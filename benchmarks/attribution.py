@@ -165,7 +165,7 @@ def main() -> None:
         repeat = args.repeat if probes > 1 or args.quick else 1
         t_ref = median_time(reference, repeat)
         t_ig = median_time(
-            lambda m=model, xi=xi: integrated_gradients(m, xi, 0, steps=64, batch_size=batch),
+            lambda m=model, xi=xi, b=batch: integrated_gradients(m, xi, 0, steps=64, batch_size=b),
             repeat,
         )
         rows.append((f"{name}: 64 x fwd+bwd, batch {batch}", t_ref, 1.0, ""))
