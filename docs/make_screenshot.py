@@ -21,6 +21,8 @@ PORT_LINE = re.compile(r"TensorBoard \S+ at http://127\.0\.0\.1:(\d+)/")
 def main() -> int:
     from playwright.sync_api import sync_playwright
 
+    from tb_activations.metadata import SAMPLING_FLAG
+
     tmp = Path(tempfile.mkdtemp(prefix="tba_shot_"))
     logs = tmp / "logs"
     exe = Path(sys.executable).with_name("tb-activations")
@@ -28,7 +30,7 @@ def main() -> int:
     err = open(tmp / "tb.err", "w")  # noqa: SIM115 - closed below
     tb = subprocess.Popen(
         [str(Path(sys.executable).with_name("tensorboard")), "--logdir", str(logs), "--host", "127.0.0.1",
-         "--port", "0", "--samples_per_plugin=images=100000,activations=100000"],
+         "--port", "0", SAMPLING_FLAG],
         stdout=subprocess.DEVNULL, stderr=err, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )  # fmt: skip
     try:
