@@ -58,6 +58,7 @@ class ActivationsPlugin(base_plugin.TBPlugin):
             "/image": self._serve_image,
             "/scalars": self._serve_scalars,
             "/predictions": self._serve_predictions,
+            "/examples": self._serve_examples,
         }
 
     def is_active(self) -> bool:
@@ -216,6 +217,19 @@ class ActivationsPlugin(base_plugin.TBPlugin):
                 experiment_id=exp,
                 run=plugin_data.require_str(args, "run"),
                 cache=self._cache,
+            ),
+        )
+
+    @wrappers.Request.application
+    def _serve_examples(self, request):
+        return self._json_route(
+            request,
+            lambda ctx, exp, args: plugin_data.layer_examples(
+                self._data_provider,
+                ctx,
+                experiment_id=exp,
+                run=plugin_data.require_str(args, "run"),
+                layer=plugin_data.require_str(args, "layer"),
             ),
         )
 

@@ -172,7 +172,6 @@ def examples_values(
             layer=layer,
             shape=ex.shape,
             k=ex.k,
-            pool_size=examples.pool_size,
             field={
                 "size": list(ex.field.size),
                 "stride": list(ex.field.stride),
@@ -180,9 +179,12 @@ def examples_values(
                 "method": ex.field.method,
             },
             grid=grid.as_dict(),
-            names={i: examples.names.get(i, f"image_{i}") for i in winners},
-            labels={i: examples.labels[i] for i in winners if i in examples.labels},
         )
+        index = {
+            "pool_size": int(examples.pool_size),
+            "names": {str(i): str(examples.names.get(i, f"image_{i}")) for i in winners},
+            "labels": {str(i): str(examples.labels[i]) for i in winners if i in examples.labels},
+        }
         desc = (
             f"Top {ex.k} of {examples.pool_size} pool images per channel of `{layer}`, each cropped "
             f"at the receptive field of its strongest position ({ex.field.size[0]}x"
@@ -204,6 +206,14 @@ def examples_values(
                 data,
                 content=content,
                 description=f"Per channel and rank: {', '.join(metadata.EXAMPLES_FIELDS)}.",
+            )
+        )
+        values.append(
+            float_tensor_value(
+                metadata.examples_index_tag(layer),
+                np.asarray(metadata.encode_json_bytes(index), np.float32),
+                content=metadata.create_examples_index_content(layer=layer),
+                description="Names and labels of the winning pool images (UTF-8 JSON bytes).",
             )
         )
         if previous is not None and layer in previous:

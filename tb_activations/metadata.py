@@ -58,6 +58,10 @@ tag                                plugin       content
 ``L/examples_data``                this plugin  float32 ``(C, k, 5)``, columns
                                                 :data:`EXAMPLES_FIELDS`; content from
                                                 :func:`create_examples_content`
+``L/examples_index``               this plugin  float32 UTF-8 bytes of a JSON object:
+                                                ``pool_size``, ``names`` and ``labels``
+                                                of this step's winning images (by
+                                                index); see :func:`encode_json_bytes`
 ``L/examples_new_fraction``        ``scalars``  fraction of the winners new since the
                                                 previous example-step (from the second)
 ``L/feature_vis``                  ``images``   one optimised image per chosen channel
@@ -199,6 +203,34 @@ def examples_data_tag(layer: str) -> str:
     return f"{layer}/examples_data"
 
 
+def examples_index_tag(layer: str) -> str:
+    """Tag of the names and labels of each example-step's winning images (this plugin)."""
+    return f"{layer}/examples_index"
+
+
+def encode_json_bytes(obj: Any) -> list[int]:
+    """``obj`` as JSON, UTF-8, one byte per element: a float32 tensor's values.
+
+    Per-step text rides in a float tensor because a tag's plugin content is
+    kept from its first step only, and float tensors read the same under
+    both TensorBoard loaders.
+    """
+    return list(json.dumps(obj, sort_keys=True).encode("utf-8"))
+
+
+def decode_json_bytes(values: Any) -> Any:
+    """The object :func:`encode_json_bytes` encoded, from the tensor's values.
+
+    Raises:
+        ValueError: if the values are not bytes of UTF-8 JSON.
+    """
+    try:
+        data = bytes(int(v) for v in values)
+        return json.loads(data.decode("utf-8"))
+    except (ValueError, TypeError, UnicodeDecodeError) as err:
+        raise ValueError(f"Invalid examples index: {err}") from err
+
+
 def feature_vis_tag(layer: str) -> str:
     """Tag of the optimised images of a layer's channels (plugin ``images``)."""
     return f"{layer}/feature_vis"
@@ -214,27 +246,23 @@ def create_examples_content(
     layer: str,
     shape: tuple[int, int, int],
     k: int,
-    pool_size: int,
     field: dict[str, Any],
     grid: dict[str, int],
-    names: dict[int, str],
-    labels: dict[int, Any],
 ) -> dict[str, Any]:
-    """Plugin content of ``L/examples_data``.
+    """Plugin content of ``L/examples_data`` (what stays the same from step to step).
 
     Args:
         layer: Layer path.
         shape: ``(H, W, C)`` of the layer output, channels-last.
         k: Examples per channel.
-        pool_size: Images streamed.
         field: ``size``, ``stride``, ``offset`` (per axis, input pixels) and
             ``method`` of the receptive field: position ``(y, x)`` sees input
             rows ``offset[0] + y * stride[0]`` to that plus ``size[0]`` (stop exclusive).
         grid: Geometry of the ``L/examples`` pages: ``channels``, ``k``, ``rows``
             (channels per page), ``pages``, ``cell``, ``label_h``, ``gutter_w``,
-            ``sep``, ``width``, ``height``; channel ``c`` is on page ``c // rows``.
-        names: ``{image index: name}`` of every winning image.
-        labels: ``{image index: label}`` of the winners that have one.
+            ``sep``, ``width``, ``height``; channel ``c`` is on page ``c // rows``,
+            row ``c % rows``, its crop ``j`` at ``x = gutter_w + j * (cell + sep)``,
+            ``y = row * (cell + label_h + sep)``.
     """
     return {
         "version": PROTO_VERSION,
@@ -242,7 +270,6 @@ def create_examples_content(
         "layer": layer,
         "shape": [int(s) for s in shape],
         "k": int(k),
-        "pool_size": int(pool_size),
         "fields": list(EXAMPLES_FIELDS),
         "field": {
             "size": [int(v) for v in field["size"]],
@@ -251,9 +278,21 @@ def create_examples_content(
             "method": str(field.get("method", "graph")),
         },
         "grid": {key: int(v) for key, v in grid.items()},
-        "views": {"examples": examples_tag(layer)},
-        "names": {str(int(i)): str(n) for i, n in names.items()},
-        "labels": {str(int(i)): str(v) for i, v in labels.items()},
+        "views": {
+            "examples": examples_tag(layer),
+            "index": examples_index_tag(layer),
+            "feature_vis": feature_vis_tag(layer),
+        },
+    }
+
+
+def create_examples_index_content(*, layer: str) -> dict[str, Any]:
+    """Plugin content of ``L/examples_index``."""
+    return {
+        "version": PROTO_VERSION,
+        "kind": "examples_index",
+        "layer": layer,
+        "encoding": "utf-8-json",
     }
 
 

@@ -845,6 +845,108 @@ def _str_list(value: Any) -> list[str | None] | None:
     return [None if v is None else str(v) for v in value]
 
 
+def layer_examples(
+    data_provider, ctx, *, experiment_id: str, run: str, layer: str
+) -> dict[str, Any]:
+    """Top examples of every channel of one layer, at every example-step.
+
+    Returns:
+        ``{"run", "layer", "k", "shape", "field", "grid", "fields", "views",
+        "steps": [{"step", "pool_size", "names", "labels", "channels":
+        [[[value|None, image, y, x, new] per rank] per channel]}],
+        "feature_vis": [{"step", "channels", "objective"}]}``. Crops are the
+        pages of ``views.examples`` (``/image``, ``index`` = page), placed by
+        ``grid``; image ``-1`` marks an empty slot, ``new`` is -1 at the first
+        example-step. ``steps`` is empty when the layer has no examples.
+
+    Raises:
+        NotFoundError: if the run has no activation data.
+    """
+    listing = data_provider.list_tensors(
+        ctx,
+        experiment_id=experiment_id,
+        plugin_name=metadata.PLUGIN_NAME,
+        run_tag_filter=_filter(run),
+    )
+    if run not in listing:
+        raise errors.NotFoundError(f"No activation data for run {run!r}.")
+    tags = listing[run]
+    data_tag = metadata.examples_data_tag(layer)
+    answer: dict[str, Any] = {
+        "run": run,
+        "layer": layer,
+        "k": 0,
+        "shape": None,
+        "field": None,
+        "grid": None,
+        "fields": list(metadata.EXAMPLES_FIELDS),
+        "views": {
+            "examples": metadata.examples_tag(layer),
+            "feature_vis": metadata.feature_vis_tag(layer),
+        },
+        "steps": [],
+        "feature_vis": [],
+    }
+    series = tags.get(data_tag)
+    if series is not None:
+        try:
+            content = metadata.parse_plugin_metadata(series.plugin_content)
+        except (TypeError, ValueError):
+            content = None
+        if content is not None and content.get("kind") == "examples":
+            answer.update(
+                k=int(content.get("k") or 0),
+                shape=content.get("shape"),
+                field=content.get("field"),
+                grid=content.get("grid"),
+            )
+            indexes = {}
+            if metadata.examples_index_tag(layer) in tags:
+                for datum in (
+                    _read_own_tensors(
+                        data_provider, ctx, experiment_id, run, metadata.examples_index_tag(layer)
+                    )
+                    or []
+                ):
+                    try:
+                        indexes[datum.step] = metadata.decode_json_bytes(
+                            np.asarray(datum.numpy).ravel()
+                        )
+                    except ValueError:
+                        continue
+            for datum in _read_own_tensors(data_provider, ctx, experiment_id, run, data_tag) or []:
+                array = np.asarray(datum.numpy, dtype=np.float64)
+                if array.ndim != 3 or array.shape[-1] != len(metadata.EXAMPLES_FIELDS):
+                    continue
+                index = indexes.get(datum.step, {})
+                answer["steps"].append(
+                    {
+                        "step": datum.step,
+                        "pool_size": index.get("pool_size"),
+                        "names": index.get("names", {}),
+                        "labels": index.get("labels", {}),
+                        "channels": [
+                            [[_finite_or_none(v) for v in slot] for slot in channel]
+                            for channel in array.tolist()
+                        ],
+                    }
+                )
+    fv_tag = metadata.feature_vis_channels_tag(layer)
+    if fv_tag in tags:
+        for datum in _read_own_tensors(data_provider, ctx, experiment_id, run, fv_tag) or []:
+            array = np.asarray(datum.numpy, dtype=np.float64)
+            if array.ndim != 2 or array.shape[-1] != 2:
+                continue
+            answer["feature_vis"].append(
+                {
+                    "step": datum.step,
+                    "channels": [int(c) for c in array[:, 0]],
+                    "objective": [_finite_or_none(v) for v in array[:, 1]],
+                }
+            )
+    return answer
+
+
 def static_file(name: str, *, static_dir: str = STATIC_DIR) -> tuple[bytes, str]:
     """Bytes and content type of one file of ``static/``.
 

@@ -13,7 +13,7 @@ from tensorboard.util import tensor_util
 
 from tb_activations import ActivationCallback, ActivationLogger, Probes
 from tb_activations.examples_log import GUTTER_W, render_pages
-from tb_activations.metadata import parse_plugin_metadata
+from tb_activations.metadata import decode_json_bytes, parse_plugin_metadata
 from tests.conftest import read_run
 from tests.test_channel_examples import RED, _detector, _pool, _scale
 
@@ -53,7 +53,9 @@ def test_log_examples_writes_pages_and_data(tmp_path):
         "offset": [-1, -1],
         "method": "graph",
     }
-    assert content["names"]["2"] == "image_2"
+    index_event = acc.Tensors("det/examples_index")[0]
+    index = decode_json_bytes(tensor_util.make_ndarray(index_event.tensor_proto))
+    assert index["names"]["2"] == "image_2" and index["pool_size"] == 24
     grid = content["grid"]
     w, h, pages = _pages(acc, "det/examples")
     assert (w, h) == (grid["width"], grid["height"]) and len(pages) == grid["pages"] == 1
@@ -149,3 +151,38 @@ def test_log_feature_vis_writes_images(tmp_path):
     assert (w, h, len(images)) == (16, 16, 1)
     content = json.loads(acc.SummaryMetadata("det/feature_vis_channels").plugin_data.content)
     assert content["kind"] == "feature_vis"
+
+
+def test_examples_route_reads_what_was_written(tmp_path):
+    from tests.test_activations_plugin import make_client, make_provider
+
+    pool = _pool()
+    logger = _logger(tmp_path, pool)
+    logger.log(0)
+    logger.log_examples(0)
+    shuffled = pool.copy()
+    shuffled[2] = 0
+    logger.log_examples(1, pool=shuffled)
+    logger.log_feature_vis(1, channels=1, steps=2)
+    logger.close()
+    provider, _ = make_provider(str(tmp_path))
+    client = make_client(provider, str(tmp_path))
+    base = "/data/plugin/activations/"
+    response = client.get(base + "examples?run=activations&layer=det")
+    assert response.status_code == 200, response.get_data(as_text=True)
+    answer = json.loads(response.get_data(as_text=True))
+    assert answer["k"] == 4 and answer["grid"]["pages"] == 1
+    assert answer["field"]["size"] == [3, 3]
+    assert [s["step"] for s in answer["steps"]] == [0, 1]
+    second = answer["steps"][1]
+    assert [slot[1] for slot in second["channels"][0]] == [5, 11, 17, 20]
+    assert [slot[4] for slot in second["channels"][0]] == [0, 0, 0, 1]
+    assert second["names"]["20"] == "image_20" and second["pool_size"] == 24
+    assert answer["feature_vis"][0]["step"] == 1 and len(answer["feature_vis"][0]["channels"]) == 1
+    page = client.get(base + "image?run=activations&tag=det/examples&step=1&index=0")
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("image/")
+    # A layer without examples answers empty lists; an unknown run 404.
+    empty = json.loads(client.get(base + "examples?run=activations&layer=nope").get_data())
+    assert empty["steps"] == [] and empty["feature_vis"] == []
+    assert client.get(base + "examples?run=missing&layer=det").status_code == 404
+    assert client.get(base + "examples?run=activations").status_code == 400
