@@ -909,15 +909,21 @@ def layer_examples(
                     or []
                 ):
                     try:
-                        indexes[datum.step] = metadata.decode_json_bytes(
-                            np.asarray(datum.numpy).ravel()
-                        )
+                        decoded = metadata.decode_json_bytes(np.asarray(datum.numpy).ravel())
                     except ValueError:
                         continue
+                    if isinstance(decoded, dict):
+                        indexes[datum.step] = decoded
             for datum in _read_own_tensors(data_provider, ctx, experiment_id, run, data_tag) or []:
-                array = np.asarray(datum.numpy, dtype=np.float64)
-                if array.ndim != 3 or array.shape[-1] != len(metadata.EXAMPLES_FIELDS):
+                raw = np.asarray(datum.numpy)
+                # Foreign or broken data under this plugin's name: skip, never fail.
+                if (
+                    raw.dtype.kind not in "fiub"
+                    or raw.ndim != 3
+                    or raw.shape[-1] != len(metadata.EXAMPLES_FIELDS)
+                ):
                     continue
+                array = raw.astype(np.float64)
                 index = indexes.get(datum.step, {})
                 answer["steps"].append(
                     {
@@ -934,9 +940,10 @@ def layer_examples(
     fv_tag = metadata.feature_vis_channels_tag(layer)
     if fv_tag in tags:
         for datum in _read_own_tensors(data_provider, ctx, experiment_id, run, fv_tag) or []:
-            array = np.asarray(datum.numpy, dtype=np.float64)
-            if array.ndim != 2 or array.shape[-1] != 2:
+            raw = np.asarray(datum.numpy)
+            if raw.dtype.kind not in "fiub" or raw.ndim != 2 or raw.shape[-1] != 2:
                 continue
+            array = raw.astype(np.float64)
             answer["feature_vis"].append(
                 {
                     "step": datum.step,
