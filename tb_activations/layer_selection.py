@@ -378,7 +378,14 @@ def default_layers(infos: Sequence[LayerInfo]) -> list[LayerInfo]:
     (:func:`is_candidate`). A model with at most :data:`SMALL_MODEL_LAYERS`
     candidates gets all of them (VGG16: its 13 conv and 5 pooling layers);
     a larger one gets its :func:`stage_outputs` (ResNet50: 6 layers,
-    MobileNetV2: 5, EfficientNetB0: 5).
+    MobileNetV2: 5, EfficientNetB0: 5; a large model that never changes its
+    map size has one stage, and gets its last map).
+
+    Args:
+        infos: Every selectable layer, shapes known (:func:`list_layers`).
+
+    Returns:
+        The selected layers, in model order (empty when no layer qualifies).
     """
     candidates = [i for i in infos if is_candidate(i)]
     if len(candidates) <= SMALL_MODEL_LAYERS:
