@@ -20,7 +20,7 @@ import {ApiError, getJson} from './api.js';
 import {el, setChildren} from './dom.js';
 import {nearestIndex} from './geometry.js';
 import {LayerControls} from './layers.js';
-import {initialState} from './state.js';
+import {initialState, readUrlState, writeUrlState} from './state.js';
 import {StepBar} from './steps.js';
 
 const PLAY_MS = 700;
@@ -85,12 +85,19 @@ export class Dashboard {
     setChildren(this.body, el('div', {class: 'tba-root'},
       this.controls.root, this.notice, this.error, this.empty, this.main));
     this.body.addEventListener('keydown', (e) => {
-      if (e.target.tagName === 'SELECT' || e.target.tagName === 'INPUT') return;
+      if (e.defaultPrevented || e.altKey || e.ctrlKey || e.metaKey) return;
+      if (['SELECT', 'INPUT', 'TEXTAREA', 'BUTTON'].includes(e.target.tagName)) return;
       if (e.key === ' ') {
         e.preventDefault();
         this.togglePlay();
       } else if (e.key === 'ArrowRight') this.setStepIndex(this.state.stepIndex + 1);
       else if (e.key === 'ArrowLeft') this.setStepIndex(this.state.stepIndex - 1);
+      else if (e.key === 'ArrowDown' || e.key === 'j') this.stepLayer(+1, e);
+      else if (e.key === 'ArrowUp' || e.key === 'k') this.stepLayer(-1, e);
+      else if (e.key === '/') {
+        e.preventDefault();
+        this.controls.search.focus();
+      }
     });
   }
 
@@ -102,6 +109,10 @@ export class Dashboard {
   // -- loading --------------------------------------------------------------
 
   async start() {
+    // A shared view: the state in the URL (see state.js).
+    const {step, ...fromUrl} = readUrlState();
+    Object.assign(this.state, fromUrl);
+    this.pendingStep = step;
     await this.reload();
   }
 
@@ -254,7 +265,8 @@ export class Dashboard {
   }
 
   async selectLayer(name, keepStep) {
-    const step = keepStep ?? this.currentStep();
+    const step = this.pendingStep ?? keepStep ?? this.currentStep();
+    this.pendingStep = undefined;
     this.state.layerName = name;
     let layer = this.layer();
     if (!layer) return;
@@ -271,6 +283,14 @@ export class Dashboard {
     if (this.state.channel !== null && this.state.channel >= layer.shape[2]) this.state.channel = null;
     this.notify('layerChanged', layer);
     this.update();
+  }
+
+  /** Chooses the next (`delta` 1) or previous (-1) layer of the list as filtered. */
+  stepLayer(delta, event) {
+    const next = this.controls.neighbour(this.state.layerName, delta);
+    if (next === null) return;
+    event?.preventDefault();
+    this.selectLayer(next);
   }
 
   selectProbe(probe) {
@@ -358,6 +378,7 @@ export class Dashboard {
       isCurrent: () => token === this.token,
     };
     this.stepBar.update(view);
+    writeUrlState(this.state, step);
     if (step === undefined) return;
     view.stats = this.stats(view.run, layer.layer, step);
     view.mosaic = Promise.resolve(null);

@@ -44,7 +44,7 @@ export class DriftPanel {
     const hasDrift = series.some((s) => s.name.startsWith('cka_'));
     const cards = series.map((s) => el('figure', {class: 'tba-chart-card', dataset: {series: s.name}},
       el('figcaption', {class: 'tba-caption', text: `${s.name}`}),
-      lineChart(s.points, {markStep: this.app.currentStep(), unit: UNIT_SERIES.test(s.name), onPick: (step) => {
+      lineChart(s.points, {markStep: this.app.currentStep(), unit: UNIT_SERIES.test(s.name), label: s.name, onPick: (step) => {
         const i = this.app.layer().steps.indexOf(step);
         if (i >= 0) this.app.setStepIndex(i);
       }})));

@@ -15,6 +15,7 @@ import {DriftPanel} from './static/drift.js';
 import {MosaicPanel} from './static/mosaic.js';
 import {PredictionsPanel} from './static/predictions.js';
 import {StripsPanel} from './static/strips.js';
+import {followTheme} from './static/theme.js';
 
 export {cellRect, channelAt} from './static/geometry.js';
 
@@ -25,6 +26,7 @@ export const PANELS = [MosaicPanel, ChannelPanel, StripsPanel, DriftPanel, Predi
 export async function render() {
   const style = el('link', {rel: 'stylesheet', href: new URL('./static/style.css', import.meta.url).href});
   document.head.append(style);
+  followTheme();
   const app = new Dashboard(document.body, PANELS);
   window.__tbActivations = app; // handy from the devtools console
   await app.start();

@@ -16,11 +16,43 @@ export class LayerControls {
     this.runSelect = el('select', {id: 'tba-run', onchange: () => app.selectRun(this.runSelect.value)});
     this.probeSelect = el('select', {id: 'tba-probe', onchange: () => app.selectProbe(Number(this.probeSelect.value))});
     this.layerSelect = el('select', {id: 'tba-layer', onchange: () => app.selectLayer(this.layerSelect.value)});
+    this.search = el('input', {type: 'search', id: 'tba-layer-search', placeholder: 'filter layers ( / )',
+      'aria-label': 'filter layers by name or class', oninput: () => this.filter(),
+      onkeydown: (e) => {
+        if (e.key !== 'Enter') return;
+        const first = this.visible()[0];
+        if (first && first.layer !== app.state.layerName) app.selectLayer(first.layer);
+      }});
     this.refreshButton = el('button', {type: 'button', id: 'tba-refresh', text: 'Reload',
       title: 'Read the log directory again', onclick: () => app.reload()});
     this.root = el('div', {class: 'tba-controls'},
       field('Run', this.runSelect), field('Probe', this.probeSelect), field('Layer', this.layerSelect),
-      this.refreshButton);
+      this.search, this.refreshButton);
+    this.layers = [];
+  }
+
+  /** The layers matching the search box (name or class, case-insensitive), in model order. */
+  visible() {
+    const query = this.search.value.trim().toLowerCase();
+    if (!query) return this.layers;
+    return this.layers.filter((l) => `${l.layer} ${l.class_name}`.toLowerCase().includes(query));
+  }
+
+  /** Re-lists the layer select after the search box changed; the chosen layer stays listed. */
+  filter() {
+    const chosen = this.app.state.layerName;
+    const shown = this.visible();
+    const list = shown.some((l) => l.layer === chosen) ? shown
+      : this.layers.filter((l) => l.layer === chosen || shown.includes(l));
+    setOptions(this.layerSelect, list.map((l) => [l.layer, layerLabel(l)]), chosen);
+    this.search.classList.toggle('tba-nomatch', this.search.value !== '' && !shown.length);
+  }
+
+  /** The layer `delta` places after `name` among the listed ones, or null. */
+  neighbour(name, delta) {
+    const names = [...this.layerSelect.options].map((o) => o.value);
+    const i = names.indexOf(name) + delta;
+    return i >= 0 && i < names.length ? names[i] : null;
   }
 
   /** The runs to choose from, keeping `selected`. */
@@ -30,7 +62,9 @@ export class LayerControls {
 
   /** The layers of the current run (`/layers` answer), keeping `selected`. */
   setLayers(layers, selected) {
+    this.layers = layers;
     setOptions(this.layerSelect, layers.map((l) => [l.layer, layerLabel(l)]), selected);
+    if (this.search.value) this.filter();
   }
 
   /** Shows `run` and `layer` as chosen, and the probes of `layer` with `probe` chosen. */

@@ -16,9 +16,32 @@ export class MosaicView {
     this.hoverBox = el('div', {class: 'tba-cellbox tba-hoverbox', hidden: true});
     this.pickBox = el('div', {class: 'tba-cellbox tba-pickbox', hidden: true});
     this.message = el('div', {class: 'tba-message', hidden: true});
-    this.wrap = el('div', {class: 'tba-mosaic-wrap'}, this.img, this.hoverBox, this.pickBox);
-    this.root = el('figure', {class: 'tba-figure'}, this.caption, this.wrap, this.message);
+    this.wrap = el('div', {class: 'tba-mosaic-wrap', tabindex: 0, role: 'application',
+      'aria-label': 'mosaic: arrow keys move between channels, Enter opens one'},
+    this.img, this.hoverBox, this.pickBox);
+    // Zoom: the mosaic at `zoom` times the fitted size, panned by scrolling.
+    this.scroller = el('div', {class: 'tba-mosaic-scroll'}, this.wrap);
+    this.root = el('figure', {class: 'tba-figure'}, this.caption, this.scroller, this.message);
     this.layer = null;
+    this.zoom = 1;
+    this.cursor = null; // channel under the keyboard cursor
+    this.wrap.addEventListener('keydown', (e) => {
+      if (!this.layer || !this.natural) return;
+      const {cols} = this.layer.grid;
+      const channels = this.layer.shape[2];
+      const moves = {ArrowRight: 1, ArrowLeft: -1, ArrowDown: cols, ArrowUp: -cols};
+      if (e.key in moves) {
+        const next = (this.cursor ?? -moves[e.key]) + moves[e.key];
+        this.cursor = Math.max(0, Math.min(channels - 1, next));
+        this.placeBox(this.hoverBox, this.cursor);
+        onHover(this.cursor, this);
+      } else if ((e.key === 'Enter' || e.key === ' ') && this.cursor !== null) {
+        onPick(this.cursor, this);
+      } else return;
+      e.preventDefault();
+      e.stopPropagation();
+    });
+    this.wrap.addEventListener('blur', () => this.placeBox(this.hoverBox, null));
     this.img.addEventListener('mousemove', (e) => {
       const channel = this.eventChannel(e);
       this.placeBox(this.hoverBox, channel);
@@ -62,11 +85,7 @@ export class MosaicView {
       this.img.dataset.layer = layer.layer; // what is on display (read by tests)
       this.img.dataset.step = String(step);
       this.natural = {w: img.naturalWidth, h: img.naturalHeight};
-      let scale = Math.floor(this.maxWidth / img.naturalWidth);
-      if (scale < 1) scale = this.maxWidth / img.naturalWidth;
-      scale = Math.min(scale, 24);
-      this.img.style.width = `${Math.round(img.naturalWidth * scale)}px`;
-      this.img.style.height = `${Math.round(img.naturalHeight * scale)}px`;
+      this.sizeImage();
       this.wrap.hidden = false;
       this.message.hidden = true;
       return img;
@@ -74,6 +93,30 @@ export class MosaicView {
       this.showMessage(err instanceof ApiError ? err.message : String(err));
       return null;
     }
+  }
+
+  /** Sizes the image: fitted into maxWidth (whole pixels per cell pixel when it can), times zoom. */
+  sizeImage() {
+    if (!this.natural) return;
+    const img = {naturalWidth: this.natural.w, naturalHeight: this.natural.h};
+    {
+      let scale = Math.floor(this.maxWidth / img.naturalWidth);
+      if (scale < 1) scale = this.maxWidth / img.naturalWidth;
+      scale = Math.min(scale, 24) * this.zoom;
+      this.img.style.width = `${Math.round(img.naturalWidth * scale)}px`;
+      this.img.style.height = `${Math.round(img.naturalHeight * scale)}px`;
+    }
+  }
+
+  /** Zooms by `factor` (1 = fitted), keeping the middle of the view in the middle. */
+  setZoom(zoom) {
+    const s = this.scroller;
+    const cx = (s.scrollLeft + s.clientWidth / 2) / Math.max(1, s.scrollWidth);
+    const cy = (s.scrollTop + s.clientHeight / 2) / Math.max(1, s.scrollHeight);
+    this.zoom = Math.max(1, Math.min(16, zoom));
+    this.sizeImage();
+    s.scrollLeft = cx * s.scrollWidth - s.clientWidth / 2;
+    s.scrollTop = cy * s.scrollHeight - s.clientHeight / 2;
   }
 
   eventChannel(event) {
@@ -127,8 +170,20 @@ export class MosaicPanel {
     }});
     this.compareRun = el('select', {id: 'tba-compare-run', hidden: true,
       onchange: () => this.selectCompareRun(this.compareRun.value)});
+    const zoomBy = (f) => {
+      for (const v of [this.mosaicA, this.mosaicB]) v.setZoom(f === 0 ? 1 : v.zoom * f);
+      this.zoomLabel.textContent = `${this.mosaicA.zoom}×`;
+    };
+    this.zoomLabel = el('span', {id: 'tba-zoom-label', class: 'tba-note', text: '1×'});
     const compareBar = el('div', {class: 'tba-comparebar'},
-      el('span', {text: 'Compare with '}), this.compareMode, this.compareStep, this.compareRun);
+      el('span', {text: 'Compare with '}), this.compareMode, this.compareStep, this.compareRun,
+      el('span', {class: 'tba-zoom'},
+        el('button', {type: 'button', id: 'tba-zoom-out', text: '−', title: 'zoom out', 'aria-label': 'zoom out',
+          onclick: () => zoomBy(0.5)}),
+        this.zoomLabel,
+        el('button', {type: 'button', id: 'tba-zoom-in', text: '+', title: 'zoom in (then scroll to pan)',
+          'aria-label': 'zoom in', onclick: () => zoomBy(2)}),
+        el('button', {type: 'button', id: 'tba-zoom-fit', text: 'fit', title: 'fit the mosaic', onclick: () => zoomBy(0)})));
     this.layerInfo = el('div', {id: 'tba-layer-info', class: 'tba-layer-info'});
     this.compareData = null; // /layers answer for the compare run
     this.root = el('section', {class: 'tba-panel tba-mosaic-panel'},

@@ -67,7 +67,7 @@ export class PredictionsPanel {
       el('div', {id: 'tba-prediction-now', text: line}),
       el('figure', {class: 'tba-chart-card', dataset: {series: 'confidence'}},
         el('figcaption', {class: 'tba-caption', text: 'confidence of the predicted class'}),
-        lineChart(p.steps.map((s) => [s.step, s.rows[probe][1]]), {markStep: step, unit: true})),
+        lineChart(p.steps.map((s) => [s.step, s.rows[probe][1]]), {markStep: step, unit: true, label: 'confidence of the predicted class'})),
       el('div', {class: 'tba-note', text: `Predicted class changes: ${changes.join(' → ')}`}));
   }
 }

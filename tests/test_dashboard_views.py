@@ -1,0 +1,106 @@
+"""The dashboard in TensorBoard's own page: theme, shared URL, keyboard, zoom, charts.
+
+One real ``tensorboard`` (Rust loader) and one Chromium for the whole module
+(see :mod:`tests.test_dashboard_e2e` for the helpers and the data). The page
+under test is TensorBoard's own (``/#activations``), with the dashboard in
+its plugin frame, as a user meets it.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.test_activations_plugin import RUN, STEPS
+from tests.test_dashboard_e2e import TensorBoard, browser, log_dir  # noqa: F401 - fixtures
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def server(log_dir, tmp_path_factory):  # noqa: F811 - the fixture above
+    board = TensorBoard(log_dir, tmp_path_factory.mktemp("tb_views"), load_fast=True)
+    try:
+        board.wait_listening()
+        board.wait_plugin_enabled()
+        yield board
+    finally:
+        board.stop()
+
+
+def open_tensorboard(browser, server, hash_=""):  # noqa: F811
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    problems = []
+    page.on("pageerror", lambda err: problems.append(f"page error: {err}"))
+    page.goto(f"{server.url}/#activations{hash_}")
+    frame = page.wait_for_selector("iframe", state="attached", timeout=60_000).content_frame()
+    frame.wait_for_selector(".tba-mosaic-img[data-step]", timeout=30_000)
+    return page, frame, problems
+
+
+def test_shared_url_keyboard_zoom_theme_and_charts(browser, server):  # noqa: F811
+    # A view shared by URL opens as it was: layer, step and opened channel.
+    page, frame, problems = open_tensorboard(
+        browser,
+        server,
+        f"&p.activations.layer=conv_b&p.activations.step={STEPS[2]}&p.activations.channel=2",
+    )
+    frame.wait_for_selector(f".tba-mosaic-img[data-layer='conv_b'][data-step='{STEPS[2]}']")
+    frame.wait_for_function(
+        "document.querySelector('#tba-channel-title').textContent.startsWith('Channel 2 of conv_b')"
+    )
+
+    # Mosaic cells by keyboard: arrows move the cursor, Enter opens the channel;
+    # the state goes into TensorBoard's URL, where a shared link carries it.
+    frame.focus(".tba-mosaic-wrap")
+    for key in ("ArrowRight", "ArrowRight", "ArrowDown", "Enter"):
+        page.keyboard.press(key)
+    frame.wait_for_function(
+        "document.querySelector('#tba-channel-title').textContent.startsWith('Channel 4 of conv_b')"
+    )
+    page.wait_for_function("location.hash.includes('p.activations.channel=4')")
+    hash_ = page.evaluate("location.hash")
+    assert hash_.startswith("#activations&") and f"p.activations.run={RUN}" in hash_
+    assert f"p.activations.step={STEPS[2]}" in hash_
+
+    # Previous / next layer by keyboard, and the layer search.
+    frame.evaluate("document.activeElement.blur()")
+    page.keyboard.press("k")
+    frame.wait_for_selector(".tba-mosaic-img[data-layer='pool_a']")
+    page.keyboard.press("j")
+    frame.wait_for_selector(".tba-mosaic-img[data-layer='conv_b']")
+    frame.fill("#tba-layer-search", "pool")
+    options = frame.eval_on_selector_all("#tba-layer option", "os => os.map(o => o.value)")
+    assert options == ["pool_a", "conv_b"]  # the match, and the chosen layer kept listed
+    frame.press("#tba-layer-search", "Enter")
+    frame.wait_for_selector(".tba-mosaic-img[data-layer='pool_a']")
+    frame.fill("#tba-layer-search", "")
+
+    # Zoom: twice the fitted width, panned inside a bounded box.
+    width = frame.eval_on_selector(".tba-mosaic-img", "i => i.getBoundingClientRect().width")
+    frame.click("#tba-zoom-in")
+    zoomed = frame.eval_on_selector(".tba-mosaic-img", "i => i.getBoundingClientRect().width")
+    assert zoomed == pytest.approx(2 * width, abs=2)
+    box = frame.eval_on_selector(".tba-mosaic-scroll", "s => [s.clientWidth, s.scrollWidth]")
+    assert box[0] <= 540 and box[1] >= zoomed - 1
+    frame.click("#tba-zoom-fit")
+
+    # Drift charts: the axis fits the data; hovering shows the value; labelled.
+    chart = frame.wait_for_selector("#tba-drift [data-series='dead_fraction'] svg")
+    assert chart.get_attribute("aria-label").startswith("dead_fraction")
+    chart.hover()
+    frame.wait_for_function(
+        "document.querySelector(\"#tba-drift [data-series='dead_fraction'] .tba-chart-readout\")"
+        ".textContent.startsWith('step ')"
+    )
+
+    # TensorBoard's dark mode (its toggle sets body.dark-mode): the dashboard follows.
+    assert not frame.evaluate("document.documentElement.classList.contains('tba-dark')")
+    light = frame.evaluate("getComputedStyle(document.body).backgroundColor")
+    page.evaluate("document.body.classList.add('dark-mode')")
+    frame.wait_for_function("document.documentElement.classList.contains('tba-dark')")
+    dark = frame.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert light == "rgb(255, 255, 255)" and dark == "rgb(48, 48, 48)"
+    page.evaluate("document.body.classList.remove('dark-mode')")
+    frame.wait_for_function("!document.documentElement.classList.contains('tba-dark')")
+    assert problems == []
+    page.close()
