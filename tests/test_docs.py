@@ -171,3 +171,13 @@ def test_griffe_extension_renders_keras_examples_and_sphinx_roles():
     assert ext.indent_examples(prose) == prose
     roles = "See :class:`~tb_activations.Probes` and :func:`grid_shape`."
     assert ext.plain_roles(roles) == "See `Probes` and `grid_shape`."
+
+
+def test_readme_links_resolve():
+    # The README is not part of the site: its relative links are checked here.
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme)
+    local = [t for t in targets if "://" not in t]
+    assert local, "the README links to the documentation pages"
+    missing = [t for t in local if not (ROOT / t).exists()]
+    assert not missing, f"README links to missing files: {missing}"
