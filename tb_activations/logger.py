@@ -540,7 +540,9 @@ class ActivationLogger:
 
         return log_examples(self, step, pool)
 
-    def log_feature_vis(self, step: int, *, channels: int = 4, steps: int = 256, **options: Any):
+    def log_feature_vis(
+        self, step: int, *, channels: int = 4, steps: int = 256, **options: Any
+    ) -> dict[str, Any]:
         """Write images optimised for the ``channels`` strongest channels of each layer at ``step``.
 
         Channels are ranked by their mean activation on the probes; options go
