@@ -84,6 +84,9 @@ tag                                     plugin       content
                                                      (row 1 NaN where no label differs);
                                                      content from
                                                      :func:`create_attribution_content`
+``attribution/M/classes``               this plugin  float32 ``(N, 3)``: predicted class,
+                                                     explained label class (-1: none),
+                                                     average drop, per probe and step
 ``attribution/M/average_drop``          ``scalars``  mean over probes of
                                                      ``max(0, p - p_masked) / p``
                                                      (Chattopadhay et al. 2018)
@@ -320,7 +323,9 @@ ATTRIBUTION_METHODS = (
 #: Tag prefix of the attribution summaries.
 ATTRIBUTION_PREFIX = "attribution"
 #: Per-method attribution tags' suffixes: ``attribution/<method>/<suffix>``.
-ATTRIBUTION_SUFFIXES = ("overlay", "maps", "average_drop", "nonfinite_count")
+ATTRIBUTION_SUFFIXES = ("overlay", "maps", "classes", "average_drop", "nonfinite_count")
+#: Columns of ``attribution/<method>/classes``.
+ATTRIBUTION_FIELDS = ("predicted_class", "label_class", "average_drop")
 
 # Values of ``SummaryMetadata.data_class`` (see TensorBoard's summary.proto):
 # third-party data left at DATA_CLASS_UNKNOWN is invisible to both loaders.
@@ -447,9 +452,10 @@ def create_attribution_content(
         probes: Probe names, in row order.
         labels: Probe labels as given, or ``None``.
         class_names: Class names, or ``None``.
-        classes: Per probe ``[predicted class, explained label class or -1]``.
+        classes: Per probe ``[predicted class, explained label class or -1]``
+            at the first step (later steps: the ``classes`` tensor).
         average_drop: Per probe ``max(0, p - p_masked) / p`` of the predicted
-            class (``None`` where not finite).
+            class (``None`` where not finite), at the first step.
     """
     return {
         "version": PROTO_VERSION,
@@ -461,6 +467,8 @@ def create_attribution_content(
         "class_names": None if class_names is None else [str(c) for c in class_names],
         "classes": [[int(c) for c in row] for row in classes],
         "average_drop": list(average_drop),
+        "fields": list(ATTRIBUTION_FIELDS),
+        "overlay": attribution_tag(method, "overlay"),
     }
 
 

@@ -295,6 +295,16 @@ class AttributionStep:
                 description=desc,
             ),
             float_tensor_value(tag(method, "maps"), stored, content=content, description=desc),
+            # Per step (TensorBoard keeps the plugin content of a tag's first event only).
+            float_tensor_value(
+                tag(method, "classes"),
+                np.array(
+                    [[row[0], row[1], drop[i]] for i, row in enumerate(classes)], np.float32
+                ).reshape(n, 3),
+                content=content,
+                description=f"float32 (N, 3): predicted class, explained label class (-1: "
+                f"none), average drop of the {method} map.",
+            ),
             scalar_value(
                 tag(method, "average_drop"),
                 float(finite_drop.mean()) if finite_drop.size else float("nan"),
