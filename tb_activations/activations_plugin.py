@@ -59,6 +59,7 @@ class ActivationsPlugin(base_plugin.TBPlugin):
             "/scalars": self._serve_scalars,
             "/predictions": self._serve_predictions,
             "/examples": self._serve_examples,
+            "/attribution": self._serve_attribution,
         }
 
     def is_active(self) -> bool:
@@ -230,6 +231,19 @@ class ActivationsPlugin(base_plugin.TBPlugin):
                 experiment_id=exp,
                 run=plugin_data.require_str(args, "run"),
                 layer=plugin_data.require_str(args, "layer"),
+            ),
+        )
+
+    @wrappers.Request.application
+    def _serve_attribution(self, request):
+        return self._json_route(
+            request,
+            lambda ctx, exp, args: plugin_data.attribution(
+                self._data_provider,
+                ctx,
+                experiment_id=exp,
+                run=plugin_data.require_str(args, "run"),
+                cache=self._cache,
             ),
         )
 

@@ -845,6 +845,64 @@ def _str_list(value: Any) -> list[str | None] | None:
     return [None if v is None else str(v) for v in value]
 
 
+def attribution(
+    data_provider, ctx, *, experiment_id: str, run: str, cache: ReadCache | None = None
+) -> dict[str, Any]:
+    """The attribution maps the logger wrote: per method, the classes explained at each step.
+
+    Returns:
+        ``{"run", "methods": [{"method", "layer", "probes", "labels",
+        "class_names", "overlay" (image tag: per probe ``[predicted | label]``),
+        "fields", "steps": [{"step", "rows": [[predicted_class, label_class,
+        average_drop] per probe]}]}]}``, methods in
+        :data:`~tb_activations.metadata.ATTRIBUTION_METHODS` order; non-finite
+        values are ``None``. ``methods`` is empty when no attribution was written.
+
+    Raises:
+        NotFoundError: if the run has no activation data at all.
+    """
+    listing = data_provider.list_tensors(
+        ctx,
+        experiment_id=experiment_id,
+        plugin_name=metadata.PLUGIN_NAME,
+        run_tag_filter=_filter(run),
+    )
+    if run not in listing:
+        raise errors.NotFoundError(f"No activation data for run {run!r}.")
+    methods = []
+    for method in metadata.ATTRIBUTION_METHODS:
+        tag = metadata.attribution_tag(method, "classes")
+        series = listing[run].get(tag)
+        if series is None:
+            continue
+        try:
+            content = metadata.parse_plugin_metadata(series.plugin_content)
+        except (TypeError, ValueError):
+            continue  # foreign or broken data under this plugin's name: skip, never fail
+        by_step = _own_tensors_by_step(data_provider, ctx, experiment_id, run, tag, cache) or {}
+        steps = []
+        for datum in (by_step[k] for k in sorted(by_step)):
+            raw = np.asarray(datum.numpy)
+            if raw.dtype.kind not in "fiub" or raw.ndim != 2 or raw.shape[1] < 3:
+                continue
+            rows = [[_finite_or_none(v) for v in row[:3]] for row in raw.astype(np.float64)]
+            steps.append({"step": datum.step, "rows": rows})
+        layer = content.get("layer")
+        methods.append(
+            {
+                "method": method,
+                "layer": layer if isinstance(layer, str) else None,
+                "probes": _str_list(content.get("probes")) or [],
+                "labels": _str_list(content.get("labels")),
+                "class_names": _str_list(content.get("class_names")),
+                "overlay": metadata.attribution_tag(method, "overlay"),
+                "fields": list(metadata.ATTRIBUTION_FIELDS),
+                "steps": steps,
+            }
+        )
+    return {"run": run, "methods": methods}
+
+
 def layer_examples(
     data_provider, ctx, *, experiment_id: str, run: str, layer: str
 ) -> dict[str, Any]:
