@@ -316,3 +316,58 @@ def test_empty_state_then_data_and_sampling_notice(browser, tmp_path):
         page.close()
     finally:
         server.stop()
+
+
+def test_channel_examples_in_chromium(browser, tmp_path):
+    """The opened channel's top examples, what is new, its optimised image; the Channels view."""
+    from tests.test_examples_log import _logger, _pool
+
+    log_dir = tmp_path / "logs"
+    pool = _pool()
+    logger = _logger(log_dir, pool)
+    logger.log(0)
+    logger.log_examples(0)
+    logger.log(1)
+    shuffled = pool.copy()
+    shuffled[2] = 0  # the brightest red square leaves: one new winner for channel 0
+    logger.log_examples(1, pool=shuffled)
+    logger.log_feature_vis(1, channels=2, steps=2)
+    logger.close()
+    server = TensorBoard(str(log_dir), tmp_path, load_fast=True)
+    try:
+        url = server.wait_listening()
+        server.wait_plugin_enabled()
+        page, problems = open_dashboard(browser, url)
+        page.wait_for_selector(".tba-mosaic-img[data-layer='det']", timeout=30_000)
+        page.wait_for_selector("#tba-channels:not([hidden])")
+        wait_text(page, "#tba-channels-caption", "example-step 1: channels 0-1 of 2")
+        # The Channels view: a click on the second row opens channel 1.
+        box = page.locator("#tba-channels-page").bounding_box()
+        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] * 0.75)
+        wait_text(page, "#tba-examples-title", "Top 4 examples of channel 1 · example-step 1")
+        # Channel 0 at step 1: the three red squares still there, the dim corner one new.
+        page.evaluate("window.__tbActivations.pickChannel(0)")
+        wait_text(page, "#tba-examples-title", "Top 4 examples of channel 0 · example-step 1")
+        wait_text(page, "#tba-examples-summary", "1 of 4 new since example-step 0")
+        ranks = page.eval_on_selector_all(
+            "#tba-examples .tba-example", "fs => fs.map(f => f.dataset.image)"
+        )
+        assert ranks == ["5", "11", "17", "20"]
+        assert page.locator("#tba-examples .tba-new").count() == 1
+        wait_text(page, "#tba-examples", "image_5")
+        page.wait_for_function(
+            "() => document.querySelector('#tba-examples canvas').width > 1", timeout=20_000
+        )
+        centre = page.evaluate(
+            "() => { const c = document.querySelector('#tba-examples canvas');"
+            " return [...c.getContext('2d').getImageData(c.width / 2, c.height / 2, 1, 1).data]; }"
+        )
+        assert centre[0] > 150 and centre[1] < 60 and centre[2] < 60, centre  # a red crop
+        page.wait_for_selector(".tba-feature-vis", state="visible")
+        # Back at step 0: the first example-step, nothing to compare with.
+        page.evaluate("window.__tbActivations.setStepIndex(0)")
+        wait_text(page, "#tba-examples-summary", "first example-step")
+        assert not problems, problems
+        page.close()
+    finally:
+        server.stop()

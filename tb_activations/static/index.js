@@ -12,6 +12,7 @@ import {ChannelPanel} from './static/channel.js';
 import {Dashboard} from './static/dashboard.js';
 import {el} from './static/dom.js';
 import {DriftPanel} from './static/drift.js';
+import {ChannelsPanel, ExamplesPanel} from './static/examples.js';
 import {ExplainPanel} from './static/explain.js';
 import {MosaicPanel} from './static/mosaic.js';
 import {PredictionsPanel} from './static/predictions.js';
@@ -21,7 +22,10 @@ import {followTheme} from './static/theme.js';
 export {cellRect, channelAt} from './static/geometry.js';
 
 /** The panels, in page order within their column (each panel names its column). */
-export const PANELS = [MosaicPanel, ChannelPanel, StripsPanel, DriftPanel, PredictionsPanel, ExplainPanel];
+export const PANELS = [
+  MosaicPanel, ChannelPanel, ExamplesPanel, StripsPanel, ChannelsPanel, DriftPanel, PredictionsPanel,
+  ExplainPanel,
+];
 
 /** Renders the dashboard into document.body. Called once by TensorBoard. */
 export async function render() {
