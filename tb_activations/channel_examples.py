@@ -30,7 +30,7 @@ import numpy as np
 
 from tb_activations.layer_selection import LayerInfo, LayerSpec, list_layers, select_layers
 from tb_activations.probes import Preprocess, Probes, expand_image_paths
-from tb_activations.receptive_field import ReceptiveField, receptive_field
+from tb_activations.receptive_fields import ReceptiveField, receptive_field
 
 #: Default number of examples kept per channel (the Deep Visualization Toolbox's 9).
 DEFAULT_K = 9

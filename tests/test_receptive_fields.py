@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from tb_activations.receptive_field import ReceptiveField, receptive_field
+from tb_activations.receptive_fields import ReceptiveField, receptive_field
 
 
 @pytest.mark.slow
@@ -133,3 +133,11 @@ def test_measured_field_of_a_max_pool_chain_with_relu():
     measured = receptive_field(model, "c2", empirical=True)
     assert np.array_equal(graph.size, measured.size) and graph.size == (8, 8)
     assert graph.stride == measured.stride and graph.offset == measured.offset
+
+
+def test_package_export_is_the_function():
+    import tb_activations
+    import tb_activations.receptive_fields  # a loaded module must not shadow the function
+
+    assert callable(tb_activations.receptive_field)
+    assert tb_activations.receptive_field is receptive_field

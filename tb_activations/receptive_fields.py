@@ -1,5 +1,8 @@
 """Receptive fields: which input pixels one output position of a layer sees.
 
+(The module is ``receptive_fields``, plural, so that ``from tb_activations import
+receptive_field`` always gives the function, not this module.)
+
 For a layer's output position ``i`` along a spatial axis, the field spans the
 input pixels ``offset + i * stride`` to ``offset + i * stride + size - 1``
 (inclusive; ``offset`` may be negative where padding reaches past the image).
