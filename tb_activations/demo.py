@@ -10,7 +10,9 @@ look at. Run it with ``tb-activations demo`` or::
     run_demo("logs/demo", epochs=15)
 
 The log directory then holds three runs: ``train`` and ``validation`` from
-``keras.callbacks.TensorBoard`` and ``activations`` from the callback.
+``keras.callbacks.TensorBoard`` and ``activations`` from the callback, which
+also writes, at the end of training, the 9 test digits that excite each
+channel of ``conv3`` most (:func:`~tb_activations.top_examples`).
 """
 
 from __future__ import annotations
@@ -137,7 +139,13 @@ def run_demo(
         f"{size}x{size}; probes: {', '.join(probes.names)}"
     )
     log_dir = os.fspath(log_dir)
-    activations = ActivationCallback(probes, log_dir, top_k=5)
+    import tensorflow as tf
+
+    # What each channel of the last conv layer detects: its 9 test digits, at the end.
+    pool = tf.data.Dataset.from_tensor_slices((data["x_test"], data["y_test"]))
+    activations = ActivationCallback(
+        probes, log_dir, top_k=5, examples_pool=pool, examples_layers=["conv3"]
+    )
     callbacks = [
         activations,
         keras.callbacks.TensorBoard(log_dir),

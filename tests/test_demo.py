@@ -79,6 +79,25 @@ def test_demo_activation_tags_and_steps(demo_run):
     assert len(images) == 4 and (width, height) == (4 * 65 - 1, 4 * 65 - 1)  # 16 channels, 64 px
 
 
+def test_demo_writes_the_last_conv_layers_top_examples(demo_run):
+    from tensorboard.util import tensor_util
+
+    root, _ = demo_run
+    acc = read_run(root / "logs" / "activations")
+    assert steps_of(acc, metadata.examples_data_tag("conv3")) == [1]  # at the end of training
+    data = tensor_util.make_ndarray(
+        acc.Tensors(metadata.examples_data_tag("conv3"))[0].tensor_proto
+    )
+    assert data.shape == (48, 9, 5)
+    index = metadata.decode_json_bytes(
+        tensor_util.make_ndarray(acc.Tensors(metadata.examples_index_tag("conv3"))[0].tensor_proto)
+    )
+    assert index["pool_size"] == 360
+    winners = {str(int(i)) for i in data[..., 1].ravel() if i >= 0}
+    assert set(index["labels"]) == winners  # every winner labelled with its digit
+    assert {int(v) for v in index["labels"].values()} <= set(range(10))
+
+
 def test_demo_png_files(demo_run):
     root, _ = demo_run
     png = root / "png"
