@@ -365,6 +365,10 @@ def log_feature_vis(
 ) -> dict[str, Any]:
     """Optimised images of the ``channels`` strongest channels (probes' mean) of each layer.
 
+    The layers are the example layers (``examples_layers``, by default the
+    logger's layers with a spatial output). The images go through the probes'
+    preprocessing, from the probes' value range (``[0, 255]`` for uint8
+    probes), unless ``options`` say otherwise (``preprocess=``, ``input_range=``).
     Writes ``L/feature_vis`` (plugin ``images``, one image per channel, the
     channels in the description and in ``L/feature_vis_channels``).
 
@@ -375,12 +379,27 @@ def log_feature_vis(
     from tb_activations.feature_vis import visualize_channels
     from tb_activations.summary import float_tensor_value, image_value
 
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+        raise ValueError(
+            "Invalid value for argument `channels`. Expected a positive int. "
+            f"Received: channels={channels!r}"
+        )
+    layers = logger._examples.layers or [i for i in logger.layers if i.is_feature_map]
+    if not layers:
+        raise ValueError(
+            "No layer to visualize: none of the logger's layers "
+            f"{[i.path for i in logger.layers]} has a spatial output (H, W, C)."
+        )
+    probes = logger.probes
+    options.setdefault("preprocess", probes.preprocess)
+    options.setdefault("input_range", _value_range(probes))
     acts = logger.activations()
     values, out = [], {}
-    for info in logger.layers:
+    for info in layers:
         a = acts[info.path]
-        means = np.nanmean(a.reshape(-1, a.shape[-1]), axis=0)
-        top = np.argsort(-np.nan_to_num(means, nan=-np.inf), kind="stable")[:channels]
+        # Mean over probes and positions, NaN/Inf as 0: the strongest channels on the probes.
+        means = np.where(np.isfinite(a), a, 0.0).mean(axis=(0, 1, 2))
+        top = np.argsort(-means, kind="stable")[:channels]
         vis = visualize_channels(logger.model, info, top.tolist(), steps=steps, **options)
         out[info.path] = vis
         images = vis.images if vis.images.shape[-1] == 3 else np.repeat(vis.images, 3, axis=-1)
@@ -405,6 +424,19 @@ def log_feature_vis(
         )
     _write(logger, step, values)
     return out
+
+
+def _value_range(probes: Any) -> tuple[float, float]:
+    """Black and white in the probes' own values: ``(0, 255)`` for integer pixels or floats
+    beyond 1, else ``(0, 1)`` (what ``preprocess`` receives, before it)."""
+    raw = getattr(probes, "_raw", None)  # the images as given, before preprocessing
+    if raw is None:
+        return (0.0, 1.0)
+    raw = np.asarray(raw)
+    if raw.dtype.kind in "iu":
+        return (0.0, 255.0)
+    finite = raw[np.isfinite(raw)] if raw.dtype.kind == "f" else raw
+    return (0.0, 255.0) if finite.size and float(finite.max()) > 1.0 else (0.0, 1.0)
 
 
 class ExamplesSchedule:
