@@ -13,6 +13,18 @@ import time
 from typing import Any
 
 from tb_activations import metadata
+from tb_activations.cli_common import (
+    PROG,
+    Reporter,
+    UserError,
+    add_quiet_option,
+    check_model_arg,
+    expand_images,
+    fill,
+    load_model,
+    load_probes,
+    preprocess_option,
+)
 
 #: ``--method`` values (canonical names and the "gradcam++" spelling).
 METHOD_CHOICES = (*metadata.ATTRIBUTION_METHODS, "gradcam++")
@@ -20,13 +32,11 @@ METHOD_CHOICES = (*metadata.ATTRIBUTION_METHODS, "gradcam++")
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Add the ``explain`` sub-command to ``sub`` (an argparse sub-parsers object)."""
-    from tb_activations.cli import PROG, _common, _fill
-
     p = sub.add_parser(
         "explain",
         help="attribution maps (Grad-CAM, saliency, ...) of a classifier on images, as PNGs",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=_fill(
+        description=fill(
             "Explain the class scores of the classifier MODEL on the IMAGE files: for each "
             "image and --method, the map of the chosen class (the predicted one by default) "
             "laid over the image, written to <png-dir>/<image>/<method>_class<N>.png, and "
@@ -103,14 +113,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         metavar=("H", "W"),
         help="resize images to H x W (default: the model's input size, if fixed)",
     )
-    _common(p)
+    add_quiet_option(p)
     p.set_defaults(func=cmd_explain)
     return p
 
 
 def _class_arg(value: str) -> Any:
-    from tb_activations.cli import UserError
-
     if value == "predicted":
         return "predicted"
     try:
@@ -124,15 +132,6 @@ def _class_arg(value: str) -> Any:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     """Run ``tb-activations explain``; returns the exit code."""
-    from tb_activations.cli import (
-        Reporter,
-        UserError,
-        _preprocess_option,
-        check_model_arg,
-        expand_images,
-        load_model,
-    )
-
     report = Reporter(args.quiet)
     start = time.perf_counter()
     classes = _class_arg(args.class_)
@@ -145,8 +144,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     net, preprocess, desc = load_model(
         args.model, weights=args.weights, include_top=True, report=report
     )
-    preprocess = _preprocess_option(args.preprocess, preprocess)
-    probes = _load_probes(net, files, preprocess, args.image_size)
+    preprocess = preprocess_option(args.preprocess, preprocess)
+    probes = load_probes(net, files, preprocess=preprocess, image_size=args.image_size)
 
     from tb_activations.attribution.step import AttributionStep, overlay_map, resolve_methods
     from tb_activations.colormaps import palette
@@ -203,32 +202,6 @@ def cmd_explain(args: argparse.Namespace) -> int:
         report.result(f"TensorBoard summaries: {os.path.join(args.log_dir, args.run_name)}")
         report.result(f"view them with: tensorboard --logdir {shlex.quote(args.log_dir)}")
     return 0
-
-
-def _load_probes(net: Any, files: list[str], preprocess: Any, image_size: Any) -> Any:
-    from tb_activations.cli import UserError
-    from tb_activations.extraction import model_input_shape
-    from tb_activations.probes import Probes
-
-    try:
-        expected = model_input_shape(net)
-    except ValueError as err:
-        raise UserError(str(err)) from None
-    target = tuple(image_size) if image_size is not None else None
-    if target is None and expected is not None and len(expected) == 3 and None not in expected[:2]:
-        target = (int(expected[0]), int(expected[1]))
-    gray = expected is not None and len(expected) == 3 and expected[-1] == 1
-    try:
-        return Probes.from_files(
-            files,
-            target_size=target,
-            preprocess=preprocess,
-            color_mode="grayscale" if gray else "rgb",
-        )
-    except ValueError as err:
-        raise UserError(
-            str(err).replace("pass `target_size=(H, W)`", "pass --image-size H W")
-        ) from None
 
 
 def _safe(name: str) -> str:
