@@ -533,17 +533,33 @@ def _dataset_batches(
 ) -> Iterator[_Batch]:
     import tensorflow as tf
 
+    from tb_activations.probes import _is_batched, class_labels
+
+    # The same reading of elements as Probes.from_dataset: batched grey (B, H, W) elements are
+    # batches, and labels become class indices (one-hot rows, (N, 1), whole floats, bytes).
+    spec = dataset.element_spec
+    if isinstance(spec, tuple):
+        spec = spec[0]
+    spec_shape = getattr(spec, "shape", None)
+    spec_shape = None if spec_shape is None or spec_shape.rank is None else spec_shape.as_list()
     images: list[np.ndarray] = []
     labels: list[Any] = []
     seen = 0
 
     def flush() -> _Batch:
         arr = np.stack(images)
+        if arr.ndim == 3:  # grey (B, H, W)
+            arr = arr[..., None]
         if target_size is not None and arr.shape[1:3] != tuple(target_size):
             arr = tf.image.resize(arr, target_size).numpy().astype(arr.dtype)
         probes = Probes(arr, preprocess=preprocess)
         names = [f"image_{i}" for i in range(seen, seen + len(images))]
-        out_labels = None if all(v is None for v in labels) else list(labels)
+        out_labels = None
+        if any(v is not None for v in labels):
+            try:
+                out_labels = class_labels(labels, len(labels))
+            except ValueError as err:
+                raise ValueError(f"Invalid value for argument `pool`: {err}") from None
         return _Batch(probes.display, probes.inputs, names, out_labels)
 
     for element in dataset:
@@ -554,16 +570,22 @@ def _dataset_batches(
             )
         image, label = (element[0], element[1]) if isinstance(element, tuple) else (element, None)
         image = np.asarray(image)
-        batched = image.ndim == 4
-        for i, img in enumerate(image if batched else [image]):
+        batched = _is_batched(image, spec_shape)
+        batch_images = list(image) if batched else [image]
+        if label is None:
+            batch_labels: list[Any] = [None] * len(batch_images)
+        else:
+            label = np.asarray(label)
+            batch_labels = list(label) if batched else [label]
+            if len(batch_labels) != len(batch_images):
+                raise ValueError(
+                    f"Invalid value for argument `pool`: a dataset element has "
+                    f"{len(batch_images)} images and labels of shape {label.shape}: expected "
+                    "one label per image."
+                )
+        for img, lab in zip(batch_images, batch_labels):
             images.append(img)
-            if label is None:
-                labels.append(None)
-            else:
-                v = np.asarray(label)[i] if batched else np.asarray(label)
-                if v.ndim == 1 and v.size > 1:  # one-hot
-                    v = np.argmax(v)
-                labels.append(v.item() if np.ndim(v) == 0 else np.asarray(v).tolist())
+            labels.append(lab)
             if len(images) == batch_size:
                 yield flush()
                 seen += len(images)

@@ -167,6 +167,37 @@ def test_folder_and_dataset_pools_match_the_array(tmp_path):
     assert [from_ds.labels[i] for i in (2, 5)] == [1, 1]
 
 
+def test_batched_grey_dataset_pool_is_read_as_batches():
+    """A tf.data pool of (B, 28, 28) grey batches (MNIST's layout) with one-hot labels."""
+    import tensorflow as tf
+
+    inp = keras.Input((28, 28, 1))
+    conv = keras.layers.Conv2D(1, 3, padding="same", name="sum3")
+    model = keras.Model(inp, conv(inp))
+    conv.set_weights([np.ones((3, 3, 1, 1), np.float32), np.zeros(1, np.float32)])
+    pool = np.zeros((10, 28, 28), np.uint8)
+    squares = {6: ((20, 4), 255), 1: ((2, 9), 200), 8: ((13, 13), 150)}  # index: (top-left, level)
+    for i, ((y, x), level) in squares.items():
+        pool[i, y : y + 3, x : x + 3] = level
+    one_hot = np.eye(4, dtype=np.float32)[np.arange(10) % 4]
+    dataset = tf.data.Dataset.from_tensor_slices((pool, one_hot)).batch(4)
+    assert dataset.element_spec[0].shape.as_list() == [None, 28, 28]
+
+    ex = top_examples(model, dataset, layers=["sum3"], k=3, preprocess=_scale, batch_size=3)
+    det = ex.layers["sum3"]
+    assert ex.pool_size == 10 and ex.names == {6: "image_6", 1: "image_1", 8: "image_8"}
+    assert ex.images[6].shape[:2] == (28, 28)
+    assert det.indices[0].tolist() == [6, 1, 8]
+    np.testing.assert_allclose(
+        det.values[0], [9 * lv / 255 for _, lv in squares.values()], rtol=1e-5
+    )
+    assert [det.positions[0, j].tolist() for j in range(3)] == [[21, 5], [3, 10], [14, 14]]
+    assert {i: ex.labels[i] for i in (6, 1, 8)} == {6: 2, 1: 1, 8: 0}
+    # The same winners as the array pool.
+    from_array = top_examples(model, pool, layers=["sum3"], k=3, preprocess=_scale)
+    assert from_array.layers["sum3"].indices.tolist() == det.indices.tolist()
+
+
 def test_bad_input(tmp_path):
     model, pool = _detector(), _pool()
     with pytest.raises(ValueError, match=r"`pool`: it holds no image"):
