@@ -55,6 +55,7 @@ class ActivationsPlugin(base_plugin.TBPlugin):
             "/steps": self._serve_steps,
             "/stats": self._serve_stats,
             "/channel": self._serve_channel,
+            "/palette": self._serve_palette,
             "/image": self._serve_image,
             "/scalars": self._serve_scalars,
             "/predictions": self._serve_predictions,
@@ -132,6 +133,17 @@ class ActivationsPlugin(base_plugin.TBPlugin):
             run = plugin_data.require_str(args, "run")
             layer = plugin_data.require_str(args, "layer")
             return plugin_data.layer_steps(
+                self._data_provider, ctx, experiment_id=exp, run=run, layer=layer, cache=self._cache
+            )
+
+        return self._json_route(request, body)
+
+    @wrappers.Request.application
+    def _serve_palette(self, request):
+        def body(ctx, exp, args):
+            run = plugin_data.require_str(args, "run")
+            layer = plugin_data.require_str(args, "layer")
+            return plugin_data.layer_palette(
                 self._data_provider, ctx, experiment_id=exp, run=run, layer=layer, cache=self._cache
             )
 

@@ -762,6 +762,13 @@ class ActivationLogger:
                 content=content,
                 description=f"Per-probe, per-channel mean/max/min/std of `{info.path}`.",
             ),
+            # The colour scale of this step's views: the dashboard's colour bar.
+            float_tensor_value(
+                metadata.scale_tag(info.path),
+                np.stack(np.broadcast_arrays(*record.scale)),
+                content=metadata.create_scale_content(self.colormap),
+                description=f"Colour scale [lo, hi] of the views of `{info.path}` at this step.",
+            ),
         ]
 
     def _description(

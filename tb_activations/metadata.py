@@ -22,6 +22,10 @@ tag                        plugin       content
                                         per probe and channel; its plugin content
                                         (JSON, see :func:`create_layer_content`)
                                         describes the layer and the mosaic grid.
+``L/color_scale``          this plugin  float32 ``[lo, hi]`` colour scale of this step's
+                                        views, ``(2,)``, or ``(2, C)`` per channel
+                                        (``normalize="channel"``); content from
+                                        :func:`create_scale_content`.
 ``_tb_activations/log_seconds`` scalars  wall time of one ``log()``
 =========================  ===========  ==========================================
 
@@ -335,6 +339,20 @@ DATA_CLASS_TENSOR = summary_pb2.DATA_CLASS_TENSOR
 def view_tag(layer: str, view: str) -> str:
     """Tag of one image view (``"mosaic"``, ``"topk"``, ``"overlay"``) of a layer."""
     return f"{layer}/{view}"
+
+
+#: Suffix of the per-layer colour scale tensor (see :func:`scale_tag`).
+SCALE_SUFFIX = "color_scale"
+
+
+def scale_tag(layer: str) -> str:
+    """Tag of the per-step colour scale ``[lo, hi]`` of a layer's views."""
+    return f"{layer}/{SCALE_SUFFIX}"
+
+
+def create_scale_content(colormap: str) -> dict[str, Any]:
+    """Plugin content of a ``color_scale`` tag: the colormap the scale maps onto."""
+    return {"version": PROTO_VERSION, "kind": "color_scale", "colormap": colormap}
 
 
 def stats_tag(layer: str) -> str:

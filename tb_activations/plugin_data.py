@@ -557,6 +557,87 @@ def layer_stats(
         "stats": stats,
         "dead": [bool(v) for v in dead],
         "stats_steps": steps,
+        "scale": _color_scale(data_provider, ctx, experiment_id, run, layer, step, cache),
+    }
+
+
+def _color_scale(data_provider, ctx, experiment_id, run, layer, step, cache) -> dict | None:
+    """``{"lo", "hi"}`` (floats, or lists per channel) of the layer's views at ``step``, or ``None``.
+
+    ``None`` when the logger wrote no ``L/color_scale`` (an older version) or
+    what is there is not a float ``(2,)`` / ``(2, C)`` tensor.
+    """
+    data = _own_tensors_by_step(
+        data_provider, ctx, experiment_id, run, metadata.scale_tag(layer), cache
+    )
+    datum = (data or {}).get(step)
+    if datum is None:
+        return None
+    raw = np.asarray(datum.numpy)
+    if raw.dtype.kind not in "fiu" or raw.ndim not in (1, 2) or raw.shape[0] != 2:
+        return None
+    lo, hi = raw.astype(np.float64)
+    if raw.ndim == 1:
+        return {"lo": _finite_or_none(lo), "hi": _finite_or_none(hi)}
+    return {"lo": [_finite_or_none(v) for v in lo], "hi": [_finite_or_none(v) for v in hi]}
+
+
+def layer_palette(
+    data_provider, ctx, *, experiment_id: str, run: str, layer: str, cache: ReadCache | None = None
+) -> dict[str, Any]:
+    """The palette of a layer's mosaic, read from its last stored PNG (a palette PNG).
+
+    The dashboard draws the colour bar from it and maps a mosaic's colours
+    back to levels (to stretch it to one probe's range). Index ``i <
+    levels`` is level ``i`` of the colour scale, then NaN, then background
+    (see :mod:`tb_activations.colormaps`).
+
+    Returns:
+        ``{"run", "layer", "colormap", "colors": [[r, g, b] x 256], "levels", "nan_index",
+        "background_index"}``.
+
+    Raises:
+        NotFoundError: if the layer has no mosaic, or its mosaic is not a palette PNG.
+    """
+    from PIL import Image  # lazily: not needed to start TensorBoard
+
+    from tb_activations import colormaps  # numpy only at import; matplotlib is never needed here
+
+    content = _layer_content(data_provider, ctx, experiment_id, run, layer)
+    tag = content.get("views", {}).get("mosaic")
+    data = _blob_index(data_provider, ctx, experiment_id, run, tag, cache) if tag else None
+    if not data:
+        raise errors.NotFoundError(f"Layer {layer!r} of run {run!r} has no stored mosaic.")
+    datum = data[max(data)]
+    if len(datum.values) < 3:
+        raise errors.NotFoundError(f"The mosaic of layer {layer!r} holds no image.")
+    blob_key = datum.values[2].blob_key
+
+    def read() -> list[list[int]]:
+        blob = data_provider.read_blob(ctx, blob_key=blob_key)
+        try:
+            with Image.open(io.BytesIO(blob)) as image:
+                if image.mode != "P":
+                    raise errors.NotFoundError(
+                        f"The mosaic of layer {layer!r} is a {image.mode} image, not a palette PNG."
+                    )
+                flat = list(image.getpalette() or [])
+        except OSError as err:
+            raise errors.NotFoundError(
+                f"The mosaic of layer {layer!r} is unreadable: {err}"
+            ) from err
+        flat += [0] * (768 - len(flat))
+        return [flat[i : i + 3] for i in range(0, 768, 3)]
+
+    colors = read() if cache is None else cache.get(("palette", blob_key), None, read)
+    return {
+        "run": run,
+        "layer": layer,
+        "colormap": content.get("colormap") if isinstance(content.get("colormap"), str) else None,
+        "colors": colors,
+        "levels": colormaps.LEVELS,
+        "nan_index": colormaps.NAN_INDEX,
+        "background_index": colormaps.BACKGROUND_INDEX,
     }
 
 

@@ -751,3 +751,37 @@ def test_read_cache_is_bounded_in_bytes():
     assert cache.get("a", 1, lambda: value("a!"), size=lambda v: 40) == "a!"  # dropped (LRU)
     assert cache.get("c", 2, lambda: value("c2"), size=lambda v: 40) == "c2"  # new version
     assert computed == ["a", "b", "c", "a!", "c2"]
+
+
+# ---------------------------------------------------------------------------
+# Colour bar: the step's scale and the mosaic's palette
+
+
+def test_stats_carry_the_colour_scale_of_the_step(logged):
+    for step in STEPS:
+        answer = call(plugin_data.layer_stats, logged, run=RUN, layer="conv_b", step=step)
+        stats = logged["written"][step]["conv_b"]  # (N, C, [mean, max, min, std])
+        # The logger's layer scale: [min(0, min), max] over every probe and channel.
+        assert answer["scale"] == {
+            "lo": pytest.approx(min(0.0, float(stats[..., 2].min()))),
+            "hi": pytest.approx(float(stats[..., 1].max())),
+        }
+    synthetic = call(plugin_data.list_layers, logged, run=SYNTHETIC_RUN)["layers"][0]["layer"]
+    old = call(plugin_data.layer_stats, logged, run=SYNTHETIC_RUN, layer=synthetic, step=0)
+    assert old["scale"] is None  # written without a colour scale (older logger, other writer)
+
+
+def test_palette_route_is_the_logger_colormap(client):
+    from tb_activations import colormaps
+
+    answer = get(client, f"/palette?run={RUN}&layer=conv_b")
+    assert answer.status_code == 200
+    palette = answer.json
+    assert palette["colormap"] == "magma" and palette["levels"] == colormaps.LEVELS
+    assert palette["colors"] == colormaps.palette("magma").tolist()
+    # A mosaic stored as RGB by another writer has no palette to show.
+    from urllib.parse import quote
+
+    layer = quote(HOSTILE_LAYER + "0")
+    assert get(client, f"/palette?run={SYNTHETIC_RUN}&layer={layer}").status_code == 404
+    assert get(client, f"/palette?run={RUN}&layer=nope").status_code == 404

@@ -93,6 +93,32 @@ def test_shared_url_keyboard_zoom_theme_and_charts(browser, server):  # noqa: F8
         ".textContent.startsWith('step ')"
     )
 
+    # The colour bar: the step's scale the logger wrote, then stretched to the probe.
+    frame.wait_for_selector("#tba-colorbar:not([hidden])")
+    label = frame.eval_on_selector("#tba-colorbar", "e => e.getAttribute('aria-label')")
+    assert label.startswith("colour scale from 0 to ")
+    frame.check("#tba-stretch")
+    frame.wait_for_function(
+        "document.querySelector('#tba-colorbar').getAttribute('aria-label').includes('stretched')"
+    )
+    assert frame.eval_on_selector(".tba-mosaic-img", "i => i.src.startsWith('blob:')")
+    frame.uncheck("#tba-stretch")
+
+    # Overviews: this probe in every layer (click one to go there), every probe of a layer.
+    frame.select_option("#tba-overview-mode", "layers")
+    frame.wait_for_function(
+        "document.querySelectorAll('.tba-overview-item.tba-loaded').length === 3"
+    )
+    frame.click(".tba-overview-item[data-layer='conv_a'] button")
+    frame.wait_for_selector(".tba-mosaic-img[data-layer='conv_a']")
+    frame.select_option("#tba-overview-mode", "probes")
+    frame.wait_for_function(
+        "document.querySelectorAll('.tba-overview-item.tba-loaded').length === 3"
+    )
+    frame.click(".tba-overview-item[data-probe='2'] button")
+    frame.wait_for_function("document.querySelector('#tba-probe').value === '2'")
+    page.wait_for_function("location.hash.includes('p.activations.overview=probes')")
+
     # TensorBoard's dark mode (its toggle sets body.dark-mode): the dashboard follows.
     assert not frame.evaluate("document.documentElement.classList.contains('tba-dark')")
     light = frame.evaluate("getComputedStyle(document.body).backgroundColor")

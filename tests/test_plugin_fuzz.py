@@ -36,6 +36,7 @@ ROUTES = {
     "/steps": {"run": "str", "layer": "str"},
     "/stats": {"run": "str", "layer": "str", "step": "int"},
     "/channel": {"run": "str", "layer": "str", "probe": "int", "channel": "int", "steps": "steps"},
+    "/palette": {"run": "str", "layer": "str"},
     "/image": {"run": "str", "tag": "str", "step": "int", "index": "int"},
     "/scalars": {"run": "str", "layer": "str"},
     "/predictions": {"run": "str"},

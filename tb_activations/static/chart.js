@@ -43,7 +43,8 @@ export function lineChart(points, {width = 280, height = 120, markStep, onPick, 
   const x1 = Math.max(...steps);
   let y0 = Math.min(...finite.map(([, v]) => v));
   let y1 = Math.max(...finite.map(([, v]) => v));
-  const margin = (y1 - y0) * 0.08 || Math.max(Math.abs(y1) * 0.01, 1e-6);
+  // A constant series gets a band around its value (or [-1, 1] around 0).
+  const margin = (y1 - y0) * 0.08 || Math.abs(y1) * 0.05 || 1;
   y0 -= margin;
   y1 += margin;
   if (unit) {

@@ -295,6 +295,7 @@ export class Dashboard {
 
   selectProbe(probe) {
     this.state.probe = probe;
+    this.controls.probeSelect.value = String(probe);
     this.update();
   }
 

@@ -15,6 +15,7 @@ import {DriftPanel} from './static/drift.js';
 import {ChannelsPanel, ExamplesPanel} from './static/examples.js';
 import {ExplainPanel} from './static/explain.js';
 import {MosaicPanel} from './static/mosaic.js';
+import {OverviewPanel} from './static/overview.js';
 import {PredictionsPanel} from './static/predictions.js';
 import {StripsPanel} from './static/strips.js';
 import {followTheme} from './static/theme.js';
@@ -23,7 +24,7 @@ export {cellRect, channelAt} from './static/geometry.js';
 
 /** The panels, in page order within their column (each panel names its column). */
 export const PANELS = [
-  MosaicPanel, ChannelPanel, ExamplesPanel, StripsPanel, ChannelsPanel, DriftPanel, PredictionsPanel,
+  MosaicPanel, ChannelPanel, ExamplesPanel, OverviewPanel, StripsPanel, ChannelsPanel, DriftPanel, PredictionsPanel,
   ExplainPanel,
 ];
 

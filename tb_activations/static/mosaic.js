@@ -2,6 +2,7 @@
 // with another step or run, hover statistics and click-to-open.
 
 import {ApiError, imageUrl, loadImage} from './api.js';
+import {ColorBar, stretchToProbe} from './colorbar.js';
 import {el, fmt, setChildren, setOptions} from './dom.js';
 import {cellRect, channelAt, nearestIndex} from './geometry.js';
 
@@ -81,7 +82,11 @@ export class MosaicView {
     try {
       const img = await loadImage(src);
       if (this.layer !== layer || this.step !== step) return null; // superseded
-      this.img.src = img.src;
+      // Per-probe scale: the levels stretched to this probe's own range.
+      const shown = this.stretch && this.palette ? await stretchToProbe(img, this.palette) : null;
+      if (this.layer !== layer || this.step !== step) return null;
+      this.range = shown?.range ?? null;
+      this.img.src = shown?.src ?? img.src;
       this.img.dataset.layer = layer.layer; // what is on display (read by tests)
       this.img.dataset.step = String(step);
       this.natural = {w: img.naturalWidth, h: img.naturalHeight};
@@ -157,6 +162,14 @@ export class MosaicPanel {
       onPick: (c) => app.pickChannel(c),
     });
     this.mosaicB.root.hidden = true;
+    this.colorBar = new ColorBar();
+    this.stretchBox = el('input', {type: 'checkbox', id: 'tba-stretch', onchange: () => {
+      for (const v of [this.mosaicA, this.mosaicB]) v.stretch = this.stretchBox.checked;
+      app.update();
+    }});
+    const stretchField = el('label', {class: 'tba-field', title: 'Stretch the colours of the mosaic to this ' +
+      'probe\'s own range (the stored mosaics share one scale across probes)'},
+    this.stretchBox, el('span', {text: 'scale per probe'}));
     this.hover = el('div', {id: 'tba-hover', class: 'tba-hover', 'aria-live': 'polite', text: HOVER_HINT});
     this.compareMode = el('select', {id: 'tba-compare-mode', onchange: () => {
       app.state.compareMode = this.compareMode.value;
@@ -188,14 +201,35 @@ export class MosaicPanel {
     this.compareData = null; // /layers answer for the compare run
     this.root = el('section', {class: 'tba-panel tba-mosaic-panel'},
       el('h3', {text: 'Channels'}), this.layerInfo, compareBar,
-      el('div', {class: 'tba-pair'}, this.mosaicA.root, this.mosaicB.root), this.hover);
+      el('div', {class: 'tba-pair'}, this.mosaicA.root, this.mosaicB.root),
+      el('div', {class: 'tba-scalebar'}, this.colorBar.root, stretchField), this.hover);
   }
 
   runChanged() {
     this.updateControls();
   }
 
+  /** Loads the layer's palette (GET /palette) for the colour bar and the per-probe stretch. */
+  async loadPalette(run, layer) {
+    let palette = null;
+    try {
+      palette = await this.app.getJson('palette', {run, layer: layer.layer});
+    } catch (err) {
+      palette = null; // not a palette PNG (another writer): no bar, no stretch
+    }
+    if (this.app.layer() !== layer) return;
+    this.mosaicA.palette = palette;
+    this.mosaicB.palette = palette;
+    if (palette) this.colorBar.setPalette(palette);
+    else this.colorBar.palette = null;
+    this.app.update();
+  }
+
   layerChanged(layer) {
+    if (this.paletteFor !== `${this.app.state.run}/${layer.layer}`) {
+      this.paletteFor = `${this.app.state.run}/${layer.layer}`;
+      this.loadPalette(this.app.state.run, layer);
+    }
     const [h, w, c] = layer.shape;
     setChildren(this.layerInfo,
       el('span', {text: `#${layer.index} `}), el('strong', {text: layer.layer}),
@@ -215,8 +249,12 @@ export class MosaicPanel {
       loadImage(imageUrl(view.run, view.layer.views.mosaic, next, view.probe)).catch(() => {});
     }
     this.updateCompare(view);
-    mosaic.then(() => {
-      if (view.isCurrent()) this.mosaicA.placeBox(this.mosaicA.pickBox, view.channel);
+    Promise.all([mosaic, view.stats]).then(([, stats]) => {
+      if (!view.isCurrent()) return;
+      this.mosaicA.placeBox(this.mosaicA.pickBox, view.channel);
+      this.scale = stats.error ? null : stats.scale;
+      this.colorBar.show(this.scale, {channel: view.channel,
+        stretch: this.mosaicA.stretch ? this.mosaicA.range : null});
     });
   }
 
@@ -284,6 +322,10 @@ export class MosaicPanel {
 
   async showHover(channel, view) {
     const app = this.app;
+    if (view === this.mosaicA && Array.isArray(this.scale?.lo)) {
+      this.colorBar.show(this.scale, {channel: channel ?? app.state.channel,
+        stretch: this.mosaicA.stretch ? this.mosaicA.range : null});
+    }
     if (channel === null) {
       this.hover.textContent = app.state.channel === null ? HOVER_HINT : `Channel ${app.state.channel} open.`;
       return;

@@ -18,6 +18,7 @@ const FIELDS = {
   compare: ['compareMode', String],
   cstep: ['compareStep', Number],
   crun: ['compareRun', String],
+  overview: ['overview', String],
 };
 
 /** A fresh view state: nothing chosen yet. */
@@ -31,6 +32,7 @@ export function initialState() {
     compareMode: 'off', // 'off' | 'step' | 'run'
     compareStep: null,
     compareRun: null,
+    overview: 'off', // 'off' | 'layers' | 'probes'
   };
 }
 
@@ -63,6 +65,7 @@ export function readUrlState() {
     out[field[0]] = value;
   }
   if (out.compareMode && !['off', 'step', 'run'].includes(out.compareMode)) delete out.compareMode;
+  if (out.overview && !['off', 'layers', 'probes'].includes(out.overview)) delete out.overview;
   return out;
 }
 
@@ -73,7 +76,7 @@ export function writeUrlState(state, step) {
   const ours = [];
   for (const [key, [field]] of Object.entries(FIELDS)) {
     const value = values[field];
-    if (value === null || value === undefined || (field === 'compareMode' && value === 'off')) continue;
+    if (value === null || value === undefined || value === 'off') continue;
     ours.push(`${encodeURIComponent(PREFIX + key)}=${encodeURIComponent(String(value))}`);
   }
   const others = hashEntries(win).filter((e) => !decodeURIComponent(e.split('=')[0]).startsWith(PREFIX));
