@@ -10,6 +10,9 @@ on 2 cores) or ``--pool 64 --fv-steps 32`` for a quick look.
    then the median of ``--repeat`` runs.
 2. ``visualize_channels`` on ``block4_conv1`` of VGG16 at 128x128: seconds
    per channel for 256 steps, channels batched together.
+3. ``--memory``: in a fresh process per pool size, the peak RSS that
+   ``top_examples`` adds to a process that already holds the model, the pool
+   and a warm traced pass; it should not grow with the pool.
 
 The machine is shared and noisy: compare the ratio, not the seconds.
 """
@@ -44,7 +47,17 @@ def main() -> None:
     parser.add_argument("--fv-steps", type=int, default=256, help="feature-vis steps (256)")
     parser.add_argument("--fv-channels", type=int, default=4, help="channels optimised together")
     parser.add_argument("--skip-fv", action="store_true", help="no feature visualization")
+    parser.add_argument(
+        "--memory", type=int, nargs="*", help="only the peak-memory check, for these pool sizes"
+    )
+    parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.memory_child is not None:
+        memory_child(args.memory_child, args.batch)
+        return
+    if args.memory is not None:
+        memory(args.memory or [64, 256], args.batch)
+        return
 
     import keras
     import tensorflow as tf
@@ -114,6 +127,52 @@ def main() -> None:
             f"{len(channels)} channels together | {seconds / len(channels):.1f} s per channel "
             f"| objective {vis.history[0].mean():.3g} -> {vis.objective.mean():.3g} |"
         )
+
+
+def _status(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def memory_child(n: int, batch: int) -> None:
+    """Prints the peak RSS added by top_examples over a warm process holding model and pool."""
+    import keras
+
+    from tb_activations import top_examples
+    from tb_activations.extraction import ActivationExtractor
+    from tb_activations.layer_selection import select_layers
+
+    model = keras.applications.VGG16(weights=None)
+    pool = np.random.default_rng(0).integers(0, 256, (n, 224, 224, 3), dtype=np.uint8)
+    layers = select_layers(model, ["block*_pool"])
+    extractor = ActivationExtractor(model, layers)
+    names = [i.path for i in layers]
+    top_examples(model, pool[:batch], layers=names, k=9, batch_size=batch, extractor=extractor)
+    with open("/proc/self/clear_refs", "w") as f:  # resets VmHWM to the current RSS
+        f.write("5")
+    base = _status("VmRSS")
+    top_examples(model, pool, layers=names, k=9, batch_size=batch, extractor=extractor)
+    acts = sum(int(np.prod(i.shape)) for i in layers) * 4 * batch / 2**20
+    print(f"{n} {_status('VmHWM') - base:.0f} {acts:.0f}")
+
+
+def memory(sizes: list[int], batch: int) -> None:
+    import subprocess
+    import sys
+
+    print("| pool images | peak RSS added by top_examples (MB) | the 5 layers' activations of one batch (MB) |")
+    print("|---|---|---|")
+    for n in sizes:
+        out = subprocess.run(
+            [sys.executable, __file__, "--memory-child", str(n), "--batch", str(batch)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        print(f"| {out[0]} | {out[1]} | {out[2]} |")
 
 
 if __name__ == "__main__":
