@@ -163,7 +163,9 @@ def memory(sizes: list[int], batch: int) -> None:
     import subprocess
     import sys
 
-    print("| pool images | peak RSS added by top_examples (MB) | the 5 layers' activations of one batch (MB) |")
+    print(
+        "| pool images | peak RSS added by top_examples (MB) | the 5 layers' activations of one batch (MB) |"
+    )
     print("|---|---|---|")
     for n in sizes:
         out = subprocess.run(
