@@ -61,8 +61,9 @@ def main() -> None:
     optimizer = keras.optimizers.Adam(3e-3)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
-    px, py = crosses_and_rings(2, seed=1)
-    probes = Probes(px, names=["probe_0", "probe_1"], labels=[int(v) for v in py])
+    # 8 probes: enough CKA samples for the drift curves (see docs/guide/drift.md).
+    px, py = crosses_and_rings(8, seed=1)
+    probes = Probes(px, names=[f"probe_{i}" for i in range(8)], labels=[int(v) for v in py])
     # Built once: the layer selection is checked here, the sub-model on the first log().
     logger = ActivationLogger(model, probes, args.log_dir, layers=["conv1", "conv2"], top_k=4)
     writer = tf.summary.create_file_writer(f"{args.log_dir}/train")  # the loss, next to it

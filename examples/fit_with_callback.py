@@ -58,10 +58,11 @@ def main() -> None:
     )
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
 
-    # Probes: a few fixed images, the same at every epoch, so the pictures are comparable.
-    px, py = bars(4, seed=1)
+    # Probes: a few fixed images, the same at every epoch, so the pictures are comparable;
+    # 8 of them, enough CKA samples for the drift curves (see docs/guide/drift.md).
+    px, py = bars(8, seed=1)
     labels = [("horizontal", "vertical")[int(v)] for v in py]
-    probes = Probes(px, names=[f"bar_{i}" for i in range(4)], labels=labels)
+    probes = Probes(px, names=[f"bar_{i}" for i in range(8)], labels=labels)
 
     model.fit(
         x,

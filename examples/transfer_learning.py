@@ -82,8 +82,9 @@ def main() -> None:
         print(f"  {info.path} {info.shape}")
 
     x, y = shapes(n, size)
-    px, py = shapes(3, size, seed=1)
-    probes = Probes(px, names=["probe_a", "probe_b", "probe_c"], labels=[int(v) for v in py])
+    # 8 probes: enough CKA samples for the drift curves (see docs/guide/drift.md).
+    px, py = shapes(8, size, seed=1)
+    probes = Probes(px, names=[f"probe_{i}" for i in range(8)], labels=[int(v) for v in py])
 
     model.fit(
         x,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import os
 import warnings
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,9 +27,11 @@ class ActivationCallback(keras.callbacks.Callback):
         freq: ``"epoch"`` (default) to log at the end of every epoch
             (step = epoch index, continuing after ``fit(initial_epoch=...)``),
             or a positive int ``n`` to log every ``n`` batches (step = global
-            batch count, ``optimizer.iterations``).
+            batch count, ``optimizer.iterations``; with
+            ``compile(steps_per_execution=k)`` at the first batch hook at or
+            past each multiple of ``n``).
         epoch_freq: With ``freq="epoch"``, log every ``epoch_freq`` epochs.
-            Defaults to 1.
+            Defaults to 1. An error with an int ``freq``.
         pin_reference_at_epoch: Pin the activations at the end of this epoch
             (0-based, before that epoch's log) as the drift reference
             (``L/cka_reference``), see
@@ -42,8 +45,21 @@ class ActivationCallback(keras.callbacks.Callback):
         feature_vis_freq: Every this many epochs, write images optimised for
             the 4 strongest channels of each layer
             (:func:`~tb_activations.visualize_channels`). Defaults to ``None``: never.
+        log_before_training: Also log the state before training, when
+            ``fit`` starts. With ``freq="epoch"`` every step is then the
+            number of epochs completed: the state before training is step
+            ``initial_epoch`` and the end of epoch ``e`` (0-based) is step
+            ``e + 1``. With an int ``freq`` it is step ``optimizer.iterations``
+            (0 before a first fit). Defaults to ``False``.
         **logger_kwargs: Any other :class:`~tb_activations.ActivationLogger`
             option (``top_k``, ``rank_by``, ``colormap``, ``normalize``, ...).
+
+    Steps: a second ``fit`` of the same model that continues training (its
+    optimizer's iteration count went on) appends: its epoch steps continue
+    after the last logged one (``fit(epochs=3)`` then ``fit(epochs=2)`` logs
+    steps 0-4). A ``fit`` that went back (weights and optimizer restored from
+    an older checkpoint) replaces the run's steps from its first one on, in
+    TensorBoard's view (a ``SessionLog.START``).
 
     The extractor is built once, at ``on_train_begin``. Logging runs in
     inference mode and never changes weights, metrics or history. If a log
@@ -79,12 +95,20 @@ class ActivationCallback(keras.callbacks.Callback):
         freq: str | int = "epoch",
         epoch_freq: int = 1,
         pin_reference_at_epoch: int | None = None,
+        log_before_training: bool = False,
         examples_pool: Any = None,
         examples_freq: int | None = None,
         feature_vis_freq: int | None = None,
         **logger_kwargs: Any,
     ) -> None:
         super().__init__()
+        if isinstance(probes, (str, os.PathLike)):
+            raise ValueError(
+                "Invalid value for argument `probes`: received a path, "
+                f"probes={os.fspath(probes)!r}. ActivationCallback takes the probes first and "
+                "the log directory second (keras.callbacks.TensorBoard takes log_dir first): "
+                "ActivationCallback(probes, log_dir, ...)."
+            )
         from tb_activations.examples_log import ExamplesSchedule
 
         if examples_pool is not None:
@@ -112,7 +136,21 @@ class ActivationCallback(keras.callbacks.Callback):
             raise ValueError(
                 f"Invalid value for argument `epoch_freq`. Expected a positive int. Received: epoch_freq={epoch_freq!r}"
             )
+        if epoch_freq != 1 and freq != "epoch":
+            raise ValueError(
+                "Invalid value for argument `epoch_freq`: it applies to freq='epoch' only, and "
+                f"freq={freq!r} logs every {freq} batches. Pass one of the two. "
+                f"Received: epoch_freq={epoch_freq!r}"
+            )
+        if not isinstance(log_before_training, bool):
+            raise ValueError(
+                "Invalid value for argument `log_before_training`. Expected True or False. "
+                f"Received: log_before_training={log_before_training!r}"
+            )
+        from tb_activations.logger import check_probe_count
+
         self.probes = probes if isinstance(probes, Probes) else Probes(probes)
+        check_probe_count(self.probes)
         self.log_dir = os.fspath(log_dir)
         self.layers = layers
         self.freq = freq
@@ -121,10 +159,15 @@ class ActivationCallback(keras.callbacks.Callback):
             # callbacks asynchronously only while no callback overrides them.
             self.on_train_batch_end = self._on_train_batch_end
         self.epoch_freq = epoch_freq
+        self.log_before_training = log_before_training
         self.logger_kwargs = logger_kwargs
         self.logger = None
         self.failures = 0
         self._session_pending = False  # set by on_train_begin: each fit tells where it starts
+        # Epoch steps: epoch + _shift + _offset (_offset > 0 when a fit continues an earlier one).
+        self._shift = 1 if log_before_training and freq == "epoch" else 0
+        self._offset = 0
+        self._next_step = 0  # freq=n: log at the first batch hook at or past this step
         self.writes = True  # False on non-chief workers, set at on_train_begin
         # Check the options now (a typo should fail at construction, not after an epoch).
         from tb_activations.logger import ActivationLogger
@@ -150,19 +193,55 @@ class ActivationCallback(keras.callbacks.Callback):
                 self.model, self.probes, self.log_dir, layers=self.layers, **self.logger_kwargs
             )
             self.logger.extractor  # noqa: B018  (build it now, outside the timed epochs)
+            # A new callback on a model that logged into this run in this process (a
+            # notebook cell run again): its steps go on from there, or replace them.
+            earlier = _PROGRESS.get(self.model, {}).get(self._progress_key())
+            if earlier is not None:
+                self.logger._last_step = self.logger._max_step = earlier[0]
+                self.logger._probes_written = True  # the same probes: the layout check says so
         self.writes = _should_write(self.model)
+        if self.writes:
+            # Refuse now, before training, data the run cannot show (TensorBoard keeps the
+            # first layout of a tag): a clear error, not a warning per epoch.
+            self.logger.check_run()
+        # Where this fit starts is settled at its first on_epoch_begin: after every
+        # callback's on_train_begin (BackupAndRestore restores the weights there).
         self._session_pending = True
-        if self.freq != "epoch":
-            # Batch steps are optimizer.iterations: this fit's first step is the next one.
-            self.logger._begin_session(self._global_batch(-1) + 1)
-            self._session_pending = False
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         if self._session_pending and self.logger is not None:
-            # Where this fit starts: if the logger already logged past it (a restart from
-            # an older checkpoint), the next log supersedes the run's steps from here on.
-            self.logger._begin_session(epoch)
             self._session_pending = False
+            self._start_fit(epoch)
+
+    def _start_fit(self, epoch: int) -> None:
+        """Settle the steps of this fit: append to, or replace, what the run holds.
+
+        A fit continues the last logged one when the optimizer's iteration
+        count did not go back since that log; it went back on weights and
+        optimizer restored from an older checkpoint (``load_weights``,
+        ``BackupAndRestore``): then the steps from this fit's first one on
+        replace the run's (``SessionLog.START``, written by the logger only
+        where it logged past that step).
+        """
+        it0 = self._iterations()
+        last, logged_at = self._last_log()
+        continued = last is not None and it0 is not None and logged_at is not None
+        continued = continued and it0 >= logged_at
+        if self.freq != "epoch":
+            # Batch steps are optimizer.iterations: they continue or go back by themselves.
+            start = it0 if it0 is not None else 0
+            self._next_step = (start // self.freq + 1) * self.freq
+            before = self.log_before_training and not (continued and start == last)
+            self.logger._begin_session(start if before else start + 1)
+            if before:
+                self._log(start)
+            return
+        self._offset = max(0, last + 1 - (epoch + self._shift)) if continued else 0
+        before = epoch + self._offset  # the state before training, with log_before_training
+        if not continued:
+            self.logger._begin_session(before if self.log_before_training else epoch)
+        if self.log_before_training and (not continued or before > last):
+            self._log(before)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if epoch == self.pin_reference_at_epoch and self.logger is not None and self.writes:
@@ -177,33 +256,63 @@ class ActivationCallback(keras.callbacks.Callback):
                     stacklevel=2,
                 )
         if self.freq == "epoch" and (epoch + 1) % self.epoch_freq == 0:
-            self._log(epoch)
+            self._log(self._epoch_step(epoch))
         self._schedule.epoch_end(self, epoch)
 
     def _on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         if self.freq == "epoch" or not self.writes:
             return
         step = self._global_batch(batch)
-        if step % self.freq == 0:
+        # At or past: with steps_per_execution=k the hook runs every k batches only.
+        if step >= self._next_step:
+            self._next_step = (step // self.freq + 1) * self.freq
             self._log(step)
 
     def on_train_end(self, logs: dict | None = None) -> None:
         self._schedule.train_end(self)
         if self.logger is not None:
-            self.logger._writer.close()  # flush to disk; reopened if fit() runs again
+            # Flush to disk and stop the encoder threads; both come back if fit() runs again.
+            self.logger._release()
 
-    def _global_batch(self, batch: int) -> int:
+    def _epoch_step(self, epoch: int) -> int:
+        """The step of the end of ``epoch`` (see "How steps are numbered" in the docs)."""
+        return epoch + self._shift + self._offset
+
+    def _iterations(self) -> int | None:
         optimizer = getattr(self.model, "optimizer", None)
         iterations = getattr(optimizer, "iterations", None)
-        if iterations is not None:
-            return int(keras.ops.convert_to_numpy(iterations))
-        return batch + 1
+        if iterations is None:
+            return None
+        return int(keras.ops.convert_to_numpy(iterations))
+
+    def _progress_key(self) -> tuple:
+        return (
+            self.logger.run_dir,
+            self.freq == "epoch",
+            tuple(i.path for i in self.logger.layers),
+        )
+
+    def _last_log(self) -> tuple[int | None, int | None]:
+        """``(step, optimizer iterations)`` of this logger's last log, or ``(None, None)``;
+        iterations ``None`` where unknown (the logger was also called by hand)."""
+        mine = self.logger._last_step
+        if mine is None:
+            return None, None
+        entry = _PROGRESS.get(self.model, {}).get(self._progress_key())
+        return entry if entry is not None and entry[0] == mine else (mine, None)
+
+    def _global_batch(self, batch: int) -> int:
+        iterations = self._iterations()
+        return batch + 1 if iterations is None else iterations
 
     def _log(self, step: int) -> None:
         if self.logger is None or not self.writes:
             return
         try:
             self.logger.log(step)
+            if self.logger._last_step == step:
+                progress = _PROGRESS.setdefault(self.model, {})
+                progress[self._progress_key()] = (step, self._iterations())
         except Exception as err:  # a logging add-on must never end the training run
             self.failures += 1
             warnings.warn(
@@ -212,6 +321,12 @@ class ActivationCallback(keras.callbacks.Callback):
                 RuntimeWarning,
                 stacklevel=2,
             )
+
+
+# model -> {(run_dir, by epoch): (last logged step, optimizer iterations then)}: what a
+# later fit of the same model needs to tell a continuation from a restart, also
+# with a new callback. Weak: plain ints, it keeps no model alive.
+_PROGRESS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _should_write(model: Any) -> bool:

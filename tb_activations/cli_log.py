@@ -179,7 +179,12 @@ def cmd_log(args: argparse.Namespace) -> int:
     try:
         if write_events:
             report.progress(f"computing activations and writing step {args.step} ...")
+            from tb_activations import drift_state
+
+            # Drift against the run's earlier calls, not against this call alone.
+            first = drift_state.load(logger, args.step)
             records = logger.log(args.step)
+            drift_state.save(logger, args.step if first is None else first)
             for path, rec in records.items():
                 chans = ", ".join(f"#{int(c)}" for c in rec.top[0])
                 shape = shape_text(rec.info.channels_last_shape or ())

@@ -18,7 +18,13 @@ from typing import Any
 import numpy as np
 
 from tb_activations import metadata
-from tb_activations.drift import ESTIMATORS, MIN_DEBIASED_SAMPLES, SATURATING, DriftTracker
+from tb_activations.drift import (
+    ESTIMATORS,
+    MIN_CKA_SAMPLES,
+    SATURATING,
+    DriftTracker,
+    auto_positions,
+)
 from tb_activations.layer_selection import LayerInfo
 from tb_activations.probes import Probes
 from tb_activations.stats import top_channels
@@ -223,11 +229,13 @@ class Diagnostics:
         layers: The logger's layers.
         probes: The logger's probes.
         drift: Track CKA and channel signals. Defaults to ``True``.
-        cka: ``"debiased"``, ``"biased"``, or ``None`` (default): debiased
-            when there are at least 4 samples, else biased (the estimator
-            used is named in every CKA scalar's description).
-        cka_positions: ``None`` (probes are the CKA samples) or ``k`` sampled
-            positions per probe, see :class:`~tb_activations.drift.DriftTracker`.
+        cka: ``"debiased"``, ``"biased"``, or ``None`` (default: debiased;
+            the estimator and its samples are named in every CKA scalar's
+            description).
+        cka_positions: ``None`` (default: the few-probe rule of
+            :func:`~tb_activations.drift.auto_positions`: the probes are the
+            CKA samples from 8 probes on, else spatial positions are) or ``k``
+            sampled positions per probe, see :class:`~tb_activations.drift.DriftTracker`.
         predictions: Write the predictions table (needs the model output).
         class_names: Names of the classifier's classes, or ``None``.
         head: How to read the output, from :func:`prediction_head`:
@@ -236,8 +244,7 @@ class Diagnostics:
         colormap: Colormap of the CKA heatmap.
 
     Raises:
-        ValueError: for a bad option, or the debiased estimator with fewer
-            than 4 samples.
+        ValueError: for a bad option.
     """
 
     def __init__(
@@ -259,16 +266,10 @@ class Diagnostics:
             raise ValueError(
                 f"Invalid value for argument `cka`. Expected None or one of {ESTIMATORS}. Received: cka={cka!r}"
             )
-        n = len(probes.names)
-        if cka is None:
-            few = cka_positions is None and n < MIN_DEBIASED_SAMPLES
-            cka = "biased" if few else "debiased"
-        if drift and cka == "debiased" and cka_positions is None and n < MIN_DEBIASED_SAMPLES:
-            raise ValueError(
-                f"Invalid value for argument `cka`: the debiased estimator needs at least "
-                f"{MIN_DEBIASED_SAMPLES} samples and there are {n} probes. Use more probes, "
-                "cka_positions=k (k positions per probe as samples), or cka='biased'. Received: cka='debiased'"
-            )
+        # The few-probe rule (drift.auto_positions): spatial positions are the samples when
+        # the probes are too few; a layer still short of samples gets no CKA (see the logger).
+        cka_positions = auto_positions(len(probes.names), cka_positions)
+        cka = "debiased" if cka is None else cka
         if class_names is not None:
             class_names = [str(c) for c in class_names]
         self.layers = list(layers)
@@ -280,7 +281,11 @@ class Diagnostics:
         self.rank_by = rank_by
         self.top_k = top_k
         self.colormap = colormap
-        self.tracker = DriftTracker(cka=cka, positions=cka_positions) if drift else None
+        self.tracker = (
+            DriftTracker(cka=cka, positions=cka_positions, min_samples=MIN_CKA_SAMPLES)
+            if drift
+            else None
+        )
         self.saturation = {i.path: saturation_kind(i.layer) for i in self.layers}
         # (step, cka_first per layer): bounded, the heatmap's only memory.
         self.history: deque[tuple[int, np.ndarray]] = deque(maxlen=HEATMAP_STEPS)
@@ -335,7 +340,7 @@ class Diagnostics:
                     saturation=self.saturation[info.path],
                     gram=None if grams is None else grams.get(info.path),
                 )
-                column[row] = result["cka_first"]
+                column[row] = result.get("cka_first", np.nan)
                 for name in metadata.DRIFT_SCALAR_SUFFIXES:
                     if name in result:
                         values.append(
@@ -343,7 +348,7 @@ class Diagnostics:
                                 metadata.scalar_tag(info.path, name),
                                 result[name],
                                 description=metadata.DRIFT_DESCRIPTIONS[name].format(
-                                    layer=info.path, cka=self.tracker.cka
+                                    layer=info.path, cka=self.tracker.describe()
                                 ),
                             )
                         )

@@ -49,6 +49,36 @@ ESTIMATORS = ("debiased", "biased")
 #: Smallest number of samples the debiased estimator is defined for.
 MIN_DEBIASED_SAMPLES = 4
 
+#: Fewest samples the logger computes CKA on. Probes alone are too few below
+#: it: with 1 sample CKA is undefined (NaN), with 2 it is 1.0 whatever the
+#: layer does, with a handful it is noise. See :func:`auto_positions`.
+MIN_CKA_SAMPLES = 8
+
+#: Samples aimed at when spatial positions become the samples automatically.
+AUTO_CKA_SAMPLES = 64
+
+
+def auto_positions(n_probes: int, positions: int | None = None) -> int | None:
+    """Spatial positions per probe to use as CKA samples: the few-probe rule.
+
+    With at least :data:`MIN_CKA_SAMPLES` probes, the probes are the samples
+    (``None``, a layer's features are all its ``H*W*C`` values). With fewer,
+    ``ceil(AUTO_CKA_SAMPLES / n_probes)`` fixed positions per probe are (the
+    features are then the channels), so that ``n_probes * k`` samples make
+    CKA meaningful. An explicit ``positions`` is kept.
+
+    Example:
+
+    >>> auto_positions(16), auto_positions(2), auto_positions(2, 5)
+    (None, 32, 5)
+    """
+    if positions is not None:
+        return positions
+    if n_probes >= MIN_CKA_SAMPLES:
+        return None
+    return -(-AUTO_CKA_SAMPLES // max(1, n_probes))
+
+
 #: Activations whose output saturates, and their asymptotes.
 SATURATING = {
     "sigmoid": (0.0, 1.0),
@@ -225,6 +255,9 @@ def saturated_channels(acts: np.ndarray, kind: str, eps: float = SATURATION_EPS)
     return sat.reshape(-1, a.shape[-1]).all(axis=0)
 
 
+_STATE_FIELDS = ("first", "previous", "reference", "positions", "dead", "means", "top")
+
+
 @dataclass
 class _LayerState:
     first: np.ndarray | None = None
@@ -266,6 +299,10 @@ class DriftTracker:
             step) and the features are the ``C`` channels, giving ``n = N*k``
             samples for small probe sets.
         seed: Seed of the position draw. Defaults to 0.
+        min_samples: Fewest samples a layer needs for CKA; a layer with
+            fewer (e.g. 1x1 maps of a few probes) gets no ``cka_*`` values,
+            only the channel signals. Defaults to ``None``: no minimum
+            beyond the estimator's own.
 
     Memory: per layer at most three float64 ``n x n`` centred Grams (first
     step, previous step, pinned reference) plus ``O(C + N*k)`` channel data,
@@ -278,7 +315,14 @@ class DriftTracker:
         >>> r1 = t.update("conv1", acts1)   # cka_first, cka_previous, newly_dead_fraction, ...
     """
 
-    def __init__(self, *, cka: str = "debiased", positions: int | None = None, seed: int = 0):
+    def __init__(
+        self,
+        *,
+        cka: str = "debiased",
+        positions: int | None = None,
+        seed: int = 0,
+        min_samples: int | None = None,
+    ):
         _check_estimator(cka)
         if positions is not None and (
             isinstance(positions, bool) or not isinstance(positions, int) or positions < 1
@@ -289,11 +333,27 @@ class DriftTracker:
         self.cka = cka
         self.positions = positions
         self.seed = seed
+        self.min_samples = min_samples
         self._layers: dict[str, _LayerState] = {}
 
     @property
     def debiased(self) -> bool:
         return self.cka == "debiased"
+
+    def samples(self, shape: tuple[int, ...]) -> int:
+        """Number of CKA samples of activations of ``shape`` ``(N, H, W, C)``."""
+        n, h, w = int(shape[0]), int(shape[1]), int(shape[2])
+        return n if self.positions is None else n * min(self.positions, h * w)
+
+    def has_cka(self, shape: tuple[int, ...]) -> bool:
+        """Whether activations of ``shape`` get CKA values (enough samples, see ``min_samples``)."""
+        return self.min_samples is None or self.samples(shape) >= self.min_samples
+
+    def describe(self) -> str:
+        """The estimator and its samples, for the descriptions of the CKA scalars."""
+        if self.positions is None:
+            return f"{self.cka}; samples: the probes"
+        return f"{self.cka}; samples: {self.positions} fixed spatial positions per probe"
 
     def _samples(
         self, layer: str, acts: np.ndarray, state: _LayerState | None
@@ -341,7 +401,8 @@ class DriftTracker:
                 samples (``positions=None``).
 
         Returns:
-            ``{name: float}``: ``cka_first`` always; ``cka_previous``,
+            ``{name: float}``: ``cka_first`` always (with enough samples, see
+            ``min_samples``, as for every ``cka_*``); ``cka_previous``,
             ``newly_dead_fraction``, ``channel_rank_corr`` and (with ``top``)
             ``topk_overlap`` from the second step on; ``cka_reference`` once
             a reference is pinned; ``saturated_fraction`` when ``saturation``.
@@ -355,33 +416,41 @@ class DriftTracker:
         dead = np.asarray(dead, bool)
         channel_means = np.asarray(channel_means, np.float64)
         state = self._layers.get(layer)
-        # A Gram that overflowed float32 on the device (values beyond ~1e19) is redone in float64.
-        if gram is not None and self.positions is None and np.isfinite(gram).all():
-            gram, idx = center_gram(gram, debiased=self.debiased), None
-        else:
-            gram, idx = self._centred(layer, a, state)
+        if state is None:
+            state = self._layers[layer] = _LayerState()
+        first_step = state.dead is None  # a reference pinned before: still the first step
+        if not first_step and state.dead.shape != dead.shape:
+            raise ValueError(
+                f"Layer {layer!r} changed shape between steps: {state.dead.shape[0]} channels "
+                f"before, {c} now."
+            )
         out: dict[str, float] = {}
-        if state is None or state.first is None:
-            if state is None:
-                state = self._layers[layer] = _LayerState()
-            state.first = state.previous = gram
-            state.positions = idx
-            out["cka_first"] = cka_centered(gram, gram)
-        else:
-            if state.first.shape != gram.shape or state.dead.shape != dead.shape:
-                raise ValueError(
-                    f"Layer {layer!r} changed shape between steps: {state.dead.shape[0]} channels and "
-                    f"{state.first.shape[0]} samples before, {c} and {gram.shape[0]} now."
-                )
-            out["cka_first"] = cka_centered(state.first, gram)
-            out["cka_previous"] = cka_centered(state.previous, gram)
+        if self.has_cka(a.shape):
+            # A Gram that overflowed float32 on the device (values beyond ~1e19) is redone in float64.
+            if gram is not None and self.positions is None and np.isfinite(gram).all():
+                gram, idx = center_gram(gram, debiased=self.debiased), None
+            else:
+                gram, idx = self._centred(layer, a, state)
+            if state.first is None:
+                state.first = state.previous = gram
+                state.positions = idx
+                out["cka_first"] = cka_centered(gram, gram)
+            else:
+                if state.first.shape != gram.shape:
+                    raise ValueError(
+                        f"Layer {layer!r} changed shape between steps: {state.first.shape[0]} "
+                        f"samples before, {gram.shape[0]} now."
+                    )
+                out["cka_first"] = cka_centered(state.first, gram)
+                out["cka_previous"] = cka_centered(state.previous, gram)
+                state.previous = gram
+            if state.reference is not None:
+                out["cka_reference"] = cka_centered(state.reference, gram)
+        if not first_step:
             out["newly_dead_fraction"] = float((dead & ~state.dead).sum()) / c if c else 0.0
             if top is not None and state.top is not None:
                 out["topk_overlap"] = topk_overlap(state.top, top)
             out["channel_rank_corr"] = spearman(state.means, channel_means)
-            state.previous = gram
-        if state.reference is not None:
-            out["cka_reference"] = cka_centered(state.reference, gram)
         if saturation is not None:
             out["saturated_fraction"] = (
                 float(saturated_channels(a, saturation).mean()) if c else 0.0
@@ -395,7 +464,10 @@ class DriftTracker:
         """Cache the centred Gram of ``acts`` as the reference of ``layer`` (replacing any earlier one).
 
         ``gram`` is the uncentred ``X @ X.T`` when already reduced, as in :meth:`update`.
+        A layer with too few samples for CKA (see ``min_samples``) is not pinned.
         """
+        if not self.has_cka(np.shape(acts)):
+            return
         state = self._layers.get(layer)
         if gram is not None and self.positions is None:
             gram, idx = center_gram(gram, debiased=self.debiased), None
@@ -405,6 +477,24 @@ class DriftTracker:
             # Pinned before the first log: that log still becomes the first step.
             state = self._layers[layer] = _LayerState(positions=idx)
         state.reference = gram
+
+    def state_dict(self) -> dict[str, dict[str, np.ndarray]]:
+        """The cached steps as plain arrays, ``{layer: {field: array}}``, for :meth:`load_state_dict`.
+
+        What a later process needs to go on comparing with this one's steps
+        (the command line logs one step per call).
+        """
+        return {
+            layer: {f: getattr(s, f) for f in _STATE_FIELDS if getattr(s, f) is not None}
+            for layer, s in self._layers.items()
+        }
+
+    def load_state_dict(self, state: dict[str, dict[str, np.ndarray]]) -> None:
+        """Replace the cached steps by those of :meth:`state_dict` (same options assumed)."""
+        self._layers = {
+            layer: _LayerState(**{f: np.asarray(fields[f]) for f in _STATE_FIELDS if f in fields})
+            for layer, fields in state.items()
+        }
 
     def nbytes(self) -> int:
         """Bytes held in cached arrays, over all layers (the documented memory bound)."""

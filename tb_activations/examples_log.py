@@ -523,7 +523,9 @@ class ExamplesSchedule:
     @staticmethod
     def _step(callback: Any, epoch: int) -> int:
         # The callback's step axis: epochs, or global batches when it logs by batch.
-        return epoch if callback.freq == "epoch" else callback._global_batch(-1)
+        return (
+            callback._epoch_step(epoch) if callback.freq == "epoch" else callback._global_batch(-1)
+        )
 
     @staticmethod
     def _run(callback: Any, step: int, what: str, fn: Any) -> bool:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -43,10 +45,32 @@ from tb_activations.render import (
 from tb_activations.stats import RANK_BY, ChannelStats, channel_stats, top_channels
 from tb_activations.summary import (
     SummaryWriter,
+    first_plugin_contents,
     float_tensor_value,
     image_value,
     run_files,
     scalar_value,
+)
+
+#: Most probes one logger takes: they all go through one forward pass, and every
+#: step writes each layer's images once per probe (thousands of probes, e.g. a
+#: training set passed by mistake, would run out of memory).
+MAX_PROBES = 256
+
+#: Layer content fields that must not change within a run: TensorBoard keeps the
+#: first metadata of a tag, so the dashboard would read new data with the old layout.
+LAYOUT_FIELDS = (
+    "layer",
+    "class_name",
+    "shape",
+    "probes",
+    "labels",
+    "grid",
+    "top_k",
+    "rank_by",
+    "colormap",
+    "normalize",
+    "stats_fields",
 )
 
 
@@ -133,13 +157,15 @@ class ActivationLogger:
             step, the previous step and a pinned reference; newly dead,
             saturated, top-k overlap, channel rank correlation) and the
             layer x step CKA heatmap. Defaults to ``True``.
-        cka: CKA estimator, ``"debiased"`` (unbiased with few probes and
-            many features, see :mod:`tb_activations.drift`; needs 4 samples)
-            or ``"biased"``. Defaults to ``None``: debiased with at least 4
-            probes (or with ``cka_positions``), else biased.
-        cka_positions: ``None`` (default): the probes are CKA's samples; an
-            int ``k``: ``k`` fixed spatial positions per probe are, with the
-            channels as features (more samples for small probe sets).
+        cka: CKA estimator, ``"debiased"`` (default: unbiased with few
+            samples and many features, see :mod:`tb_activations.drift`) or
+            ``"biased"``.
+        cka_positions: ``None`` (default): the few-probe rule: with at least
+            8 probes the probes are CKA's samples; with fewer, enough fixed
+            spatial positions per probe are (``ceil(64 / N)``), with the
+            channels as features. An int ``k``: ``k`` positions per probe.
+            A layer still short of 8 samples (1x1 maps of few probes) gets no
+            CKA: a warning and its description say so.
         predictions: Write each probe's predicted class and confidence (and
             its label) per step. ``None`` (default): when the model is a
             classifier, i.e. its output ``(N, K)`` comes out of a final
@@ -169,9 +195,16 @@ class ActivationLogger:
         attribution_every: Run the costly methods (SmoothGrad, integrated
             gradients, occlusion) every ``attribution_every`` logs. Defaults to 1.
 
+    A run keeps one layout per layer: TensorBoard keeps only the first
+    metadata of a tag, which holds the mosaic grid, shape, probe names and
+    ``top_k``. :meth:`log` refuses (``ValueError``) to add data of another
+    layout (other probes, ``max_image_size``, ``top_k``, model...) to a run
+    that holds some, and names a fresh ``run_name``.
+
     Raises:
         ValueError: for an unknown layer (the message lists the selectable
-            ones), probes that do not fit the model, or a bad option value.
+            ones), probes that do not fit the model, more than
+            :data:`MAX_PROBES` probes, or a bad option value.
 
     Examples:
         >>> logger = ActivationLogger(model, probes, "logs/vgg", layers=["block*_pool"], top_k=5)
@@ -269,6 +302,7 @@ class ActivationLogger:
 
         if not isinstance(probes, Probes):
             probes = Probes(probes)
+        check_probe_count(probes)
         self.model = model
         self.top_k = top_k
         self.rank_by = rank_by
@@ -300,11 +334,13 @@ class ActivationLogger:
         self._executor = None
         self._closed = False
         self._probes_written = False
+        self._layout_checked = False
         # Sessions of the run (SessionLog.START): see _session_start_step.
         self.session_start = bool(session_start)
         self._needs_start = self.session_start
         self._restart_step: int | None = None
         self._max_step: int | None = None  # the largest step this logger wrote
+        self._last_step: int | None = None  # the step it wrote last
         # Drift, predictions and channel probes (tb_activations.diagnostics).
         head = prediction_head(model, predictions)
         self._want_output = head is not None
@@ -363,8 +399,6 @@ class ActivationLogger:
         if is_functional(model) or any(i.shape is not None for i in available):
             return select_layers(model, layers, available=available)
         # A subclassed model: shapes are only known from a real forward pass.
-        from tb_activations.extraction import ActivationExtractor
-
         # The default rule and the keywords need every layer's shape: run them all once.
         by_shape = selects_by_shape(layers)
         candidates = (
@@ -373,7 +407,7 @@ class ActivationLogger:
             else select_layers(model, layers, available=available)
         )
         probe = self.probes.inputs[:1]
-        outs = ActivationExtractor(model, candidates, input_shape=probe.shape[1:]).tensors(probe)
+        outs = shared_extractor(model, candidates, input_shape=probe.shape[1:]).tensors(probe)
         known = [_with_shape(i, tuple(o.shape[1:])) for i, o in zip(candidates, outs)]
         if not by_shape:
             return known
@@ -387,9 +421,7 @@ class ActivationLogger:
     def extractor(self):
         """The :class:`~tb_activations.ActivationExtractor`, built on first use and reused."""
         if self._extractor is None:
-            from tb_activations.extraction import ActivationExtractor
-
-            self._extractor = ActivationExtractor(
+            self._extractor = shared_extractor(
                 self.model,
                 self.layers,
                 input_shape=self.probes.inputs.shape[1:],
@@ -443,6 +475,7 @@ class ActivationLogger:
                 values.extend(self._attribution.values(int(step), self._overlay_display(), output))
             if not self._probes_written:
                 values.append(self._probe_images())
+                self._warn_no_cka(acts)
             values.append(
                 scalar_value(
                     metadata.LOG_SECONDS_TAG,
@@ -454,6 +487,13 @@ class ActivationLogger:
             self._diagnostics.rollback(checkpoint[0])
             self._fixed_scales = checkpoint[1]
             raise
+        if not self._layout_checked:
+            try:
+                self._check_layout(_layer_contents(values))
+            except BaseException:
+                self._diagnostics.rollback(checkpoint[0])
+                self._fixed_scales = checkpoint[1]
+                raise
         try:
             start = self._session_start_step(int(step))
             if start is not None:
@@ -472,6 +512,7 @@ class ActivationLogger:
         self._probes_written = True
         self._needs_start, self._restart_step = False, None
         self._max_step = int(step) if self._max_step is None else max(self._max_step, int(step))
+        self._last_step = int(step)
         return records
 
     def _session_start_step(self, step: int) -> int | None:
@@ -499,6 +540,71 @@ class ActivationLogger:
         if self.session_start:
             self._needs_start, self._restart_step = True, int(step)
 
+    def check_run(self) -> None:
+        """Raise now if the run holds layers in another layout than this logger writes.
+
+        :meth:`log` checks it anyway before its first write; this checks it
+        ahead (one forward pass on one probe, only when the run holds events),
+        as the callback does before training starts.
+
+        Raises:
+            ValueError: naming the layers, what differs, and a fresh ``run_name``.
+        """
+        if self._layout_checked or self._closed:
+            return
+        files, _ = run_files(self.run_dir)
+        if not files:
+            return  # nothing to clash with yet; log() checks again before writing
+        from tb_activations.render import render_views
+
+        # The traced pass of log(), on one probe: no second trace.
+        acts = self.extractor.run_with_summaries(self.probes.inputs[:1]).activations
+        contents = {}
+        for info in self.layers:
+            a = acts[info.path]
+            k = min(self.top_k, a.shape[-1])
+            grid = render_views(
+                np.zeros(a.shape, np.float32),
+                self._overlay_display()[:1],
+                np.zeros((1, k), np.int64),
+                (0.0, 1.0),
+                views=("mosaic",),
+                max_size=self.max_image_size,
+            ).grid
+            contents[metadata.stats_tag(info.path)] = self._layer_content(info, a.shape[1:], grid)
+        self._check_layout(contents)
+
+    def _check_layout(self, contents: dict[str, dict[str, Any]]) -> None:
+        """Compare this logger's layer contents with the first ones the run holds."""
+        held = first_plugin_contents(self.run_dir, list(contents))
+        clashes = []
+        for tag, new in contents.items():
+            old = held.get(tag)
+            if old is None:
+                continue
+            diff = [f for f in LAYOUT_FIELDS if old.get(f) != new.get(f)]
+            if diff:
+                what = "; ".join(f"{f} {old.get(f)!r} -> {new.get(f)!r}" for f in diff[:3])
+                clashes.append(f"{new.get('layer', tag)!r} ({what})")
+        if clashes:
+            raise ValueError(
+                f"Cannot log into run {self.run_dir!r}: it already holds "
+                f"{len(clashes)} of these layers in another layout: {', '.join(clashes[:3])}"
+                f"{' ...' if len(clashes) > 3 else ''}. TensorBoard keeps only the first layout "
+                "of a tag, so the dashboard would show the new data with the old geometry and "
+                "probes. Pass a fresh `run_name` (e.g. "
+                f"run_name={self._fresh_run_name()!r}) or log to an empty log directory."
+            )
+        self._layout_checked = True
+
+    def _fresh_run_name(self) -> str:
+        import tensorflow as tf
+
+        i = 2
+        while tf.io.gfile.exists(os.path.join(self.log_dir, f"{self.run_name}_{i}")):
+            i += 1
+        return f"{self.run_name}_{i}"
+
     def _abandon_event_file(self) -> None:
         """Close the event file after a failed write: later steps go to a new file, so a
         partial record at the end of this one hides nothing written after it."""
@@ -508,6 +614,21 @@ class ActivationLogger:
         with contextlib.suppress(Exception):
             self._writer.close()
         self._writer = SummaryWriter(self.run_dir)
+
+    def _warn_no_cka(self, acts: dict[str, np.ndarray]) -> None:
+        """Warn once (at the first log) about the layers that get no CKA, and why."""
+        import warnings
+
+        short = [p for p, a in acts.items() if self._no_cka_note(a.shape[1:])]
+        if short:
+            note = self._no_cka_note(acts[short[0]].shape[1:])
+            warnings.warn(
+                f"tb_activations: no CKA drift for {len(short)} layer(s) "
+                f"({', '.join(short[:5])}{' ...' if len(short) > 5 else ''}): too few samples. "
+                f"{short[0]}: {note}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     def _probe_images(self):
         """The probes' display images, written once per logger, for the dashboard's overlays."""
@@ -576,6 +697,10 @@ class ActivationLogger:
     def close(self) -> None:
         """Flush and close the event file; the logger cannot log afterwards."""
         self._closed = True
+        self._release()
+
+    def _release(self) -> None:
+        """Close the event file and stop the encoder threads; the next log() reopens both."""
         self._writer.close()
         if self._executor is not None:
             self._executor.shutdown(wait=True)
@@ -676,7 +801,7 @@ class ActivationLogger:
         record = LayerRecord(info=info, stats=stats, top=top, grid=grid, scale=(lo, hi))
         jobs: list[tuple] = []
         slots: list[tuple] = []
-        desc = self._description(info, a.shape[1:], stats, top, step)
+        desc = self._description(info, a.shape[1:], stats)
         for view, images in (("mosaic", rendered.mosaic), ("topk", rendered.topk)):
             if images is not None:
                 jobs += [(encode_palette_png, img, pal, self.compress_level) for img in images]
@@ -722,24 +847,7 @@ class ActivationLogger:
         info, stats = record.info, record.stats
         # float64: the float32 mean of huge (finite) channel means can overflow.
         finite_mean = float(np.mean(stats.mean, dtype=np.float64)) if stats.mean.size else 0.0
-        content = metadata.create_layer_content(
-            layer=info.path,
-            index=info.index,
-            class_name=info.class_name,
-            shape=a.shape[1:],
-            probes=self.probes.names,
-            labels=self.probes.labels,
-            grid=record.grid.as_dict(),
-            top_k=min(self.top_k, a.shape[-1]),
-            rank_by=self.rank_by,
-            colormap=self.colormap,
-            normalize=self.normalize,
-        )
-        content["views"] = {
-            v: t
-            for v, t in content["views"].items()
-            if v in self.views and (v != "overlay" or a.shape[1] > 1)
-        }
+        content = self._layer_content(info, a.shape[1:], record.grid)
         return [
             scalar_value(
                 metadata.scalar_tag(info.path, "mean_activation"),
@@ -771,29 +879,128 @@ class ActivationLogger:
             ),
         ]
 
-    def _description(
-        self, info: LayerInfo, shape: tuple, stats: ChannelStats, top: np.ndarray, step: int
-    ) -> str:
-        stat = stats.by(self.rank_by)
+    def _no_cka_note(self, shape: tuple) -> str | None:
+        """Why a layer whose maps are ``shape`` ``(H, W, C)`` gets no CKA, or ``None``."""
+        tracker = self._diagnostics.tracker
+        full = (len(self.probes.names), *shape)
+        if tracker is None or tracker.has_cka(full):
+            return None
+        from tb_activations.drift import MIN_CKA_SAMPLES
+
+        n, samples = len(self.probes.names), tracker.samples(full)
+        return (
+            f"No CKA drift: {samples} samples ({n} probes x {samples // max(1, n)} positions), fewer than the {MIN_CKA_SAMPLES} CKA needs to "
+            "mean anything. Log more probes."
+        )
+
+    def _layer_content(self, info: LayerInfo, shape: tuple, grid: Grid) -> dict[str, Any]:
+        """The plugin content of a layer whose maps are ``shape`` ``(H, W, C)``."""
+        content = metadata.create_layer_content(
+            layer=info.path,
+            index=info.index,
+            class_name=info.class_name,
+            shape=shape,
+            probes=self.probes.names,
+            labels=self.probes.labels,
+            grid=grid.as_dict(),
+            top_k=min(self.top_k, shape[-1]),
+            rank_by=self.rank_by,
+            colormap=self.colormap,
+            normalize=self.normalize,
+        )
+        content["views"] = {
+            v: t
+            for v, t in content["views"].items()
+            if v in self.views and (v != "overlay" or shape[0] > 1)
+        }
+        return content
+
+    def _description(self, info: LayerInfo, shape: tuple, stats: ChannelStats) -> str:
+        """The layer's description: what holds at every step only, since TensorBoard keeps
+        a tag's first description (step values go to the scalars and the step's text)."""
+        k = min(self.top_k, shape[-1])
         lines = [
             f"**`{info.path}`** ({info.class_name}), output {' x '.join(str(s) for s in shape)}, "
-            f"{shape[-1]} channels, {int(stats.dead.sum())} dead.",
+            f"{shape[-1]} channels.",
             "",
-            f"Top {top.shape[1]} channels by {self.rank_by} (step {step}):",
-            "",
+            f"Mosaic: every channel; top-k strip: the top {k} channels by {self.rank_by} of each "
+            f"probe at that step (listed per step in `{metadata.CHANNEL_PROBES_TAG}`); dead "
+            f"channels per step in `{metadata.scalar_tag(info.path, 'dead_fraction')}`.",
         ]
-        for i, name in enumerate(self.probes.names):
-            chans = ", ".join(f"#{int(ch)} ({stat[i, ch]:.3g})" for ch in top[i])
-            lines.append(f"- {name}: {chans}")
+        note = self._no_cka_note(shape)
+        if note:
+            lines += ["", note]
         if shape[0] == 1 and "overlay" in self.views:
             lines += [
                 "",
                 "No overlay: the output is one pixel tall (a 1-D or dense output), with no "
                 "spatial extent to lay over the probe image.",
             ]
-        if stats.nonfinite_count:
-            lines += ["", f"{stats.nonfinite_count} NaN/Inf values, shown in magenta."]
+        lines += [
+            "",
+            "NaN/Inf values, shown in magenta, are counted per step in "
+            f"`{metadata.scalar_tag(info.path, 'nonfinite_count')}`.",
+        ]
         return "\n".join(lines)
+
+
+def check_probe_count(probes: Probes) -> None:
+    """Raise a clear ``ValueError`` for more than :data:`MAX_PROBES` probes."""
+    n = len(probes.names)
+    if n > MAX_PROBES:
+        raise ValueError(
+            f"Invalid value for argument `probes`: {n} probes, more than the {MAX_PROBES} one "
+            "logger takes. Every log() runs all probes through the model in one pass and writes "
+            "each layer's images once per probe; probes are a few chosen images, not a "
+            "dataset: pass a few, e.g. Probes(x[:16])."
+        )
+
+
+def _layer_contents(values: Sequence[Any]) -> dict[str, dict[str, Any]]:
+    """``{channel_stats tag: plugin content}`` of the summary values of one step."""
+    out = {}
+    for value in values:
+        plugin = value.metadata.plugin_data
+        if plugin.plugin_name == metadata.PLUGIN_NAME and metadata.layer_of_stats_tag(value.tag):
+            out[value.tag] = json.loads(plugin.content.decode("utf-8"))
+    return out
+
+
+# (model id, layer paths, input shape, output, levels) -> extractor, while some logger holds it.
+_EXTRACTORS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
+
+def shared_extractor(
+    model: Any,
+    layers: Sequence[LayerInfo],
+    *,
+    input_shape: tuple,
+    include_output: bool = False,
+    levels: bool = False,
+):
+    """An :class:`~tb_activations.ActivationExtractor`, shared by the loggers of one model.
+
+    Several loggers on one model (an epoch and a batch callback, a notebook
+    cell run again, a sweep) reuse one traced function instead of tracing
+    their own: no trace time per logger, and none of TensorFlow's "triggered
+    tf.function retracing" warnings.
+    """
+    from tb_activations.extraction import ActivationExtractor
+
+    key = (
+        id(model),
+        tuple(i.path for i in layers),
+        tuple(input_shape),
+        bool(include_output),
+        bool(levels),
+    )
+    extractor = _EXTRACTORS.get(key)
+    if extractor is None or extractor.model is not model:
+        extractor = ActivationExtractor(
+            model, layers, input_shape=input_shape, include_output=include_output, levels=levels
+        )
+        _EXTRACTORS[key] = extractor
+    return extractor
 
 
 def _check_log_dir(run_dir: str) -> None:

@@ -241,3 +241,124 @@ def _varint(n: int) -> bytes:
         else:
             out.append(byte)
             return bytes(out)
+
+
+def first_plugin_contents(run_dir: str, tags: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The plugin content TensorBoard keeps for each of ``tags`` in ``run_dir``: its first.
+
+    Both loaders keep only the first ``SummaryMetadata`` of a tag (files in
+    name order, events in file order), so this is the layout the dashboard
+    reads whatever is written later. The event files are skimmed, not parsed:
+    only tags and metadata are read, the tensors (the megabytes of PNGs) are
+    skipped by seeking, and reading stops once every tag is found. A file
+    cut short ends its scan; content that is not this plugin's JSON is left out.
+
+    Returns:
+        ``{tag: parsed content}`` for the tags found with this plugin's content.
+    """
+    import json
+
+    wanted = set(tags)
+    found: dict[str, dict[str, Any]] = {}
+    files, _ = run_files(run_dir)
+    for path in files:
+        if not wanted - found.keys():
+            break
+        try:
+            for tag, md_bytes in _skim_first_metadata(path, wanted - found.keys()):
+                md = summary_pb2.SummaryMetadata.FromString(md_bytes)
+                if md.plugin_data.plugin_name != metadata.PLUGIN_NAME:
+                    continue
+                try:
+                    found[tag] = json.loads(md.plugin_data.content.decode("utf-8"))
+                except (UnicodeDecodeError, ValueError):
+                    continue
+        except OSError:
+            continue  # unreadable file: TensorBoard cannot read it either
+    return found
+
+
+def _skim_first_metadata(path: str, wanted: set[str]):
+    """Yield ``(tag, serialized SummaryMetadata)`` at the first value of each wanted tag."""
+    import tensorflow as tf
+
+    pending = set(wanted)
+    opener = tf.io.gfile.GFile if "://" in path else open
+    with opener(path, "rb") as f:
+        while pending:
+            head = f.read(12)  # uint64 length, uint32 masked CRC of the length
+            if len(head) < 12:
+                return
+            length = int.from_bytes(head[:8], "little")
+            end = f.tell() + length
+            # Event: field 5 is the Summary; in it, field 1 each Value.
+            for number, start, size in _fields(f, end):
+                if number != _EVENT_SUMMARY_FIELD:
+                    continue
+                for vnum, vstart, vsize in _fields(f, start + size):
+                    if vnum != _SUMMARY_VALUE_FIELD:
+                        continue
+                    tag, md = _value_tag_and_metadata(f, vstart + vsize, pending)
+                    if tag is not None and md is not None:
+                        pending.discard(tag)
+                        yield tag, md
+                    f.seek(vstart + vsize)
+                f.seek(start + size)
+            f.seek(end + 4)  # past the data's masked CRC (a short read then ends the loop)
+
+
+def _value_tag_and_metadata(f, end: int, pending: set[str]) -> tuple[str | None, bytes | None]:
+    """A Summary.Value's tag (field 1) and, if the tag is pending, its metadata (field 9)."""
+    tag: str | None = None
+    md: bytes | None = None
+    for number, start, size in _fields(f, end):
+        if number == 1:
+            tag = f.read(size).decode("utf-8", "replace")
+            if tag not in pending:
+                return None, None
+        elif number == 9 and size < (1 << 24):
+            md = f.read(size)
+        f.seek(start + size)
+    return tag, md
+
+
+def _fields(f, end: int):
+    """Yield ``(field number, offset, size)`` of the length-delimited fields of a message
+    read from ``f`` up to ``end``; other wire types are skipped. The caller seeks freely."""
+    while f.tell() < end:
+        key = _read_varint(f)
+        if key is None:
+            return
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            if _read_varint(f) is None:
+                return
+        elif wire == 1:
+            f.seek(8, 1)
+        elif wire == 5:
+            f.seek(4, 1)
+        elif wire == 2:
+            size = _read_varint(f)
+            if size is None:
+                return
+            start = f.tell()
+            if start + size > end:
+                return  # cut short
+            yield number, start, size
+            f.seek(start + size)
+        else:
+            return  # groups: not in TensorBoard's protos
+
+
+def _read_varint(f) -> int | None:
+    result, shift = 0, 0
+    while True:
+        b = f.read(1)
+        if not b:
+            return None
+        result |= (b[0] & 0x7F) << shift
+        if not b[0] & 0x80:
+            return result
+        shift += 7
+        if shift > 63:
+            return None

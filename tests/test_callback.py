@@ -129,3 +129,62 @@ def test_epoch_logging_adds_no_batch_hook():
     probes = Probes(np.zeros((1, 16, 16, 3), np.uint8))
     assert utils.is_default(ActivationCallback(probes, "x").on_train_batch_end)
     assert not utils.is_default(ActivationCallback(probes, "x", freq=5).on_train_batch_end)
+
+
+def test_freq_with_steps_per_execution_logs_at_the_first_hook_past_each_multiple(tmp_path):
+    """6 batches per epoch run 4 at a time: hooks at 4, 6, 10, 12; freq=3 -> 4, 6, 10, 12
+    (the first hook at or past 3, 6, 9, 12), not only 6 and 12."""
+    x, y = _data(96)
+    keras.utils.set_random_seed(1)
+    model = small_cnn(seed=1)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", steps_per_execution=4)
+    cb = ActivationCallback(Probes(x[:1]), tmp_path, layers=["pool1"], freq=3)
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[cb])
+    assert steps_of(read_run(tmp_path / "activations"), "pool1/mosaic") == [4, 6, 10, 12]
+
+
+def _conv1_mean(model, probes):
+    out = keras.Model(model.inputs, model.get_layer("conv1").output)(probes.inputs)
+    return float(np.mean(keras.ops.convert_to_numpy(out)))
+
+
+@pytest.mark.parametrize("freq, steps", [("epoch", [0, 1, 2, 3]), (4, [0, 4, 8, 12])])
+def test_log_before_training_numbers_steps_by_training_done(tmp_path, freq, steps):
+    """Step 0 is the untrained state; by epoch, epoch e ends at step e + 1; a continuing
+    fit adds no second log of the state the last one left."""
+    from tests.conftest import scalar_values
+
+    x, y = _data()
+    probes = Probes(x[:2])
+    model = small_cnn(seed=1)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    untrained = _conv1_mean(model, probes)
+    cb = ActivationCallback(probes, tmp_path, layers=["conv1"], freq=freq, log_before_training=True)
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[cb])
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[cb])
+    acc = read_run(tmp_path / "activations")
+    assert steps_of(acc, "conv1/mosaic") == steps
+    means = scalar_values(acc, "conv1/mean_activation")
+    np.testing.assert_allclose(means[0], untrained, rtol=1e-5)
+    assert abs(means[-1] - untrained) > 1e-6
+    assert session_starts(tmp_path / "activations") == [0]
+
+
+def test_mixed_up_and_ignored_arguments_are_errors():
+    probes = Probes(np.zeros((1, 16, 16, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"probes first and the log directory second"):
+        ActivationCallback("logs/run1", probes)
+    with pytest.raises(ValueError, match=r"applies to freq='epoch' only.*epoch_freq=2"):
+        ActivationCallback(probes, "x", freq=10, epoch_freq=2)
+    with pytest.raises(ValueError, match=r"300 probes, more than the 256"):
+        ActivationCallback(np.zeros((300, 16, 16, 3), np.uint8), "x")
+
+
+def test_train_end_stops_the_encoder_threads(tmp_path):
+    import threading
+
+    x, _ = _data()
+    cb = ActivationCallback(Probes(x[:2]), tmp_path, layers=["conv1"])
+    _fit([cb], epochs=1)
+    assert cb.logger._executor is None
+    assert not [t for t in threading.enumerate() if t.name.startswith("tb_activations_png")]

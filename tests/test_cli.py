@@ -341,3 +341,29 @@ def test_broken_model_and_weights_files(model_file, image_dir, tmp_path):
     weights.write_bytes(b"not an HDF5 file")
     proc = run_cli("log", model_file, image_dir, "--weights", weights, cwd=tmp_path)
     assert_user_error(proc, "cannot load weights from", "w.weights.h5")
+
+
+def test_a_sweep_of_log_calls_carries_the_drift_reference(model_file, image_dir, tmp_path):
+    """One process per step (a sweep over checkpoints): each call compares with the run's
+    first step and the previous call, not with itself. Known answers: step 2 logs the
+    weights of step 0 again, so its cka_first is 1 and its cka_previous step 1's cka_first."""
+    import keras
+
+    from tests.conftest import scalar_values
+
+    changed = keras.models.load_model(model_file)
+    conv = changed.get_layer("conv_a")
+    kernel, bias = conv.get_weights()
+    conv.set_weights([np.random.default_rng(1).normal(size=kernel.shape), bias])
+    changed_file = tmp_path / "changed.keras"
+    changed.save(changed_file)
+    log_dir = tmp_path / "logs"
+    for step, model in enumerate((model_file, changed_file, model_file)):
+        args = ["log", str(model), str(image_dir), "--layers", "conv_a", "-q"]
+        assert main([*args, "--log-dir", str(log_dir), "--step", str(step)]) == 0
+    acc = read_run(log_dir / "activations")
+    first = scalar_values(acc, "conv_a/cka_first")
+    assert first[0] == pytest.approx(1.0) and first[1] < 0.99
+    assert first[2] == pytest.approx(1.0, abs=1e-6)
+    assert scalar_values(acc, "conv_a/cka_previous") == pytest.approx([first[1], first[1]])
+    assert steps_of(acc, "conv_a/cka_previous") == [1, 2]

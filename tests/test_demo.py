@@ -21,7 +21,7 @@ from tests.test_cli import run_cli
 pytest.importorskip("sklearn")
 
 LAYERS = ["conv1", "pool1", "conv2", "pool2", "conv3", "pool3"]
-PROBES = ["digit_0", "digit_3", "digit_5", "digit_8"]
+PROBES = [f"digit_{d}" for d in (0, 1, 2, 3, 5, 6, 8, 9)]
 
 
 @pytest.fixture(scope="module")
@@ -69,14 +69,14 @@ def test_demo_activation_tags_and_steps(demo_run):
     assert tags >= expected
     for tag in expected:
         assert steps_of(acc, tag) == [0, 1], tag  # one log per epoch
-    # The probes are the four digits, labelled, in every view.
+    # The probes are the eight digits, labelled, in every view.
     content = metadata.parse_plugin_metadata(
         acc.SummaryMetadata(metadata.stats_tag("conv1")).plugin_data.content
     )
     assert content["probes"] == PROBES
-    assert content["labels"] == ["0", "3", "5", "8"]
+    assert content["labels"] == ["0", "1", "2", "3", "5", "6", "8", "9"]
     width, height, images = images_at(acc, "conv1/mosaic", step=1)
-    assert len(images) == 4 and (width, height) == (4 * 65 - 1, 4 * 65 - 1)  # 16 channels, 64 px
+    assert len(images) == 8 and (width, height) == (4 * 65 - 1, 4 * 65 - 1)  # 16 channels, 64 px
 
 
 def test_demo_writes_the_last_conv_layers_top_examples(demo_run):

@@ -387,15 +387,11 @@ def test_option_errors(tmp_path, probes, images):
     model = small_cnn()
     with pytest.raises(ValueError, match="`cka`"):
         ActivationLogger(model, probes, tmp_path, cka="unbiased")
-    with pytest.raises(ValueError, match="at least 4 samples and there are 3 probes"):
-        ActivationLogger(model, images, tmp_path, cka="debiased")
-    # The default falls back to the biased estimator with 3 probes, and says so.
-    logger = ActivationLogger(model, images, tmp_path)
-    assert logger._diagnostics.tracker.cka == "biased"
-    assert (
-        ActivationLogger(model, images, tmp_path, cka_positions=4)._diagnostics.tracker.cka
-        == "debiased"
-    )
+    # 3 probes are too few CKA samples: spatial positions are (the few-probe rule).
+    tracker = ActivationLogger(model, images, tmp_path, cka="debiased")._diagnostics.tracker
+    assert (tracker.cka, tracker.positions) == ("debiased", 22)
+    tracker = ActivationLogger(model, images, tmp_path, cka_positions=4)._diagnostics.tracker
+    assert (tracker.cka, tracker.positions) == ("debiased", 4)
     with pytest.raises(ValueError, match="'first', 'running_max'"):
         ActivationLogger(model, probes, tmp_path, normalize="fixed")
     with pytest.raises(ValueError, match="`pin_reference_at_epoch`"):

@@ -195,3 +195,20 @@ def test_tracker_rejects_a_shape_change_and_bad_options(rng):
         DriftTracker(cka="unbiased")
     with pytest.raises(ValueError, match="`positions`"):
         DriftTracker(positions=0)
+
+
+def test_few_probes_use_spatial_positions_as_samples():
+    from tb_activations.drift import MIN_CKA_SAMPLES, auto_positions
+
+    assert [auto_positions(n) for n in (1, 2, 3, 7)] == [64, 32, 22, 10]
+    assert auto_positions(MIN_CKA_SAMPLES) is None and auto_positions(3, 5) == 5
+
+
+def test_a_layer_short_of_samples_gets_channel_signals_but_no_cka(rng):
+    t = DriftTracker(positions=32, min_samples=8)
+    point = _acts(rng, n=2, h=1, w=1, c=6)  # 2 probes x 1 position
+    assert t.update("L", point) == {}
+    r1 = t.update("L", point)
+    assert not {k for k in r1 if k.startswith("cka")} and r1["newly_dead_fraction"] == 0.0
+    t.pin("L", point)
+    assert "cka_reference" not in t.update("L", point)

@@ -317,3 +317,35 @@ def test_interpreter_exit_closes_an_unclosed_event_file(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split() == ["exiting", "event", "file", "closed"]
     assert steps_of(read_run(tmp_path / "activations"), "conv1/mosaic") == [0]
+
+
+def _multiplexer_steps(log_dir: Path, tag: str) -> list[int]:
+    """Steps of ``tag`` in run ``activations`` as TensorBoard's Python multiplexer serves them."""
+    from tensorboard.backend.event_processing import plugin_event_multiplexer
+
+    mux = plugin_event_multiplexer.EventMultiplexer(tensor_size_guidance={"images": 0})
+    mux.AddRunsFromDirectory(str(log_dir))
+    mux.Reload()
+    return [e.step for e in mux.Tensors("activations", tag)]
+
+
+@pytest.mark.parametrize("second_with", ["same callback", "new callback"])
+def test_a_second_fit_of_the_same_model_appends_its_steps(tmp_path, second_with):
+    """fit(epochs=3) then fit(epochs=2) (a notebook): the weights went on, so do the steps:
+    0-4, the first fit's steps and the probe images still there, no SessionLog.START."""
+    x, y = _data()
+    probes = Probes(x[:4])
+    model = _model()
+    cb = ActivationCallback(probes, tmp_path, layers=["conv*"])
+    model.fit(x, y, epochs=3, batch_size=16, verbose=0, callbacks=[cb])
+    if second_with == "new callback":  # the notebook cell run again
+        cb = ActivationCallback(probes, tmp_path, layers=["conv*"])
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[cb])
+    run_dir = tmp_path / "activations"
+    acc = _tensorboard_view(run_dir)
+    for tag in CORE:
+        assert [e.step for e in acc.Tensors(tag)] == [0, 1, 2, 3, 4], tag
+    assert _multiplexer_steps(tmp_path, "conv1/mosaic") == [0, 1, 2, 3, 4]
+    assert [e.step for e in acc.Tensors("_tb_activations/probes")] == [0]
+    assert session_starts(run_dir) == [0]
+    assert cb.failures == 0

@@ -248,3 +248,104 @@ def test_pin_reference_reuses_the_traced_pass(tmp_path, images):
     assert records["conv2"].stats.mean.shape == (3, 6)
     acc = read_run(tmp_path / "activations")
     assert scalar_values(acc, "conv2/cka_reference") == [pytest.approx(1.0)]
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"max_image_size": 16}, "grid"),  # 2x2 cells of 16 px pooled to 8 px
+        ({"names": ["x", "y", "z"]}, "probes"),
+        ({"top_k": 2}, "top_k"),
+    ],
+)
+def test_a_run_refuses_data_in_another_layout(tmp_path, images, change, field):
+    """TensorBoard keeps a tag's first metadata (the grid, probes, top_k): data in another
+    layout is refused with the fix named, before anything is written; the same layout goes in."""
+    model = small_cnn()
+    with ActivationLogger(model, Probes(images), tmp_path, layers=["conv1"], top_k=3) as logger:
+        logger.log(0)
+    names = change.pop("names", None)
+    options = {"top_k": 3, **change}
+    other = ActivationLogger(
+        model, Probes(images, names=names), tmp_path, layers=["conv1"], **options
+    )
+    for attempt in (other.check_run, lambda: other.log(1)):
+        with pytest.raises(ValueError, match=rf"'conv1' \({field} .*run_name='activations_2'"):
+            attempt()
+    other.close()
+    assert steps_of(read_run(tmp_path / "activations"), "conv1/mosaic") == [0]
+    with ActivationLogger(model, Probes(images), tmp_path, layers=["conv*"], top_k=3) as same:
+        same.check_run()
+        same.log(1)  # conv2 and conv3 are new tags: their first layout is this one
+    assert steps_of(read_run(tmp_path / "activations"), "conv1/mosaic") == [0, 1]
+
+
+def test_layer_descriptions_hold_no_step_values(tmp_path):
+    """TensorBoard shows a tag's first description forever: it must not be step 0's top
+    channels or counts. Each step's values are in the step's data."""
+    from tensorboard.backend.event_processing import event_file_loader
+
+    model = constant_channel_model(4)
+    probes = Probes(np.zeros((1, 4, 4, 1), np.uint8))
+    with ActivationLogger(model, probes, tmp_path, top_k=2) as logger:
+        logger.log(0)
+        model.layers[-1].set_weights([np.zeros((1, 1, 1, 4), np.float32), np.float32([9, 0, 0, 1])])
+        logger.log(1)
+    descriptions = {}
+    for event in event_file_loader.EventFileLoader(logger._writer.path or "").Load():
+        for value in event.summary.value:
+            if value.tag in ("const/topk", "const/mosaic"):
+                descriptions.setdefault(value.tag, set()).add(value.metadata.summary_description)
+    assert all(len(d) == 1 for d in descriptions.values()), descriptions
+    (topk,) = descriptions["const/topk"]
+    assert "top 2 channels by mean" in topk and "#3" not in topk and "step 0" not in topk
+
+
+def test_more_probes_than_one_pass_takes_is_a_clear_error(tmp_path):
+    many = np.zeros((257, 16, 16, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"257 probes, more than the 256 .*Probes\(x\[:16\]\)"):
+        ActivationLogger(small_cnn(), many, tmp_path)
+
+
+def test_several_loggers_on_one_model_share_one_trace(tmp_path, images):
+    """Loggers on one model (callbacks, notebook cells, sweeps) reuse one traced function:
+    TensorFlow's "triggered tf.function retracing" warning is never printed."""
+    import logging
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    tf_logger = logging.getLogger("tensorflow")
+    tf_logger.addHandler(handler)
+    try:
+        model = small_cnn()
+        for i in range(7):
+            with ActivationLogger(model, Probes(images), tmp_path, run_name=f"r{i}") as logger:
+                logger.log(0)
+    finally:
+        tf_logger.removeHandler(handler)
+    assert not [r for r in records if "retracing" in r.getMessage()]
+
+
+@pytest.mark.parametrize("n_probes", [1, 2])
+def test_drift_with_one_or_two_probes_compares_positions(tmp_path, n_probes):
+    """1 probe gave NaN, 2 probes exactly 1.0 at every step: with few probes the spatial
+    positions are the samples; a 1x1 layer, still short of samples, gets no CKA and says so."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 3))
+    conv = keras.layers.Conv2D(4, 3, padding="same", name="conv")
+    point = keras.layers.Conv2D(4, 16, name="point")  # 1x1 maps
+    model = keras.Model(inputs, point(conv(inputs)))
+    probes = Probes(np.random.default_rng(0).random((n_probes, 16, 16, 3), dtype=np.float32))
+    with ActivationLogger(model, probes, tmp_path) as logger:
+        with pytest.warns(RuntimeWarning, match=r"no CKA drift for 1 layer\(s\) \(point\)"):
+            logger.log(0)
+        kernel, bias = conv.get_weights()
+        conv.set_weights([np.random.default_rng(1).normal(size=kernel.shape), bias])
+        logger.log(1)
+    acc = read_run(tmp_path / "activations")
+    cka = scalar_values(acc, "conv/cka_first")
+    assert cka[0] == pytest.approx(1.0) and np.isfinite(cka[1]) and cka[1] < 0.99
+    assert "positions per probe" in acc.summary_metadata["conv/cka_first"].summary_description
+    assert "point/cka_first" not in acc.Tags()["tensors"]
+    assert "No CKA drift" in acc.summary_metadata["point/mosaic"].summary_description
