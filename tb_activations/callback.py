@@ -323,9 +323,9 @@ class ActivationCallback(keras.callbacks.Callback):
             )
 
 
-# model -> {(run_dir, by epoch): (last logged step, optimizer iterations then)}: what a
-# later fit of the same model needs to tell a continuation from a restart, also
-# with a new callback. Weak: plain ints, it keeps no model alive.
+# model -> {(run_dir, by epoch, layer paths): (last logged step, optimizer iterations then)}:
+# what a later fit of the same model needs to tell a continuation from a restart, also
+# with a new callback. Weak keys and plain ints: it keeps no model alive.
 _PROGRESS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
