@@ -134,8 +134,14 @@ def quiet_tensorflow() -> None:
     stderr is pointed at the null device for the import only. Python errors are
     unaffected (they are raised, and printed after stderr is restored).
     """
+    from tb_activations import backend
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if "tensorflow" in sys.modules or os.environ.get("TB_ACTIVATIONS_TF_BANNER"):
+    if (
+        "tensorflow" in sys.modules
+        or os.environ.get("TB_ACTIVATIONS_TF_BANNER")
+        or backend.configured() != "tensorflow"  # JAX / PyTorch: no TensorFlow at all
+    ):
         return
     try:
         sys.stderr.flush()

@@ -42,14 +42,17 @@ def load_digits_data(size: int = DEFAULT_SIZE, *, seed: int = 0) -> dict[str, np
     Returns:
         ``{"x_train": (n, size, size, 1), "y_train": (n,), "x_test": ..., "y_test": ...}``.
     """
-    import tensorflow as tf
+    import keras
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     digits = load_digits()
     x = (digits.images.astype(np.float32) / 16.0)[..., None]  # (1797, 8, 8, 1), values 0..16
     if size != 8:
-        x = tf.image.resize(x, (size, size), method="bilinear").numpy()
+        # keras.ops: tf.image.resize on TensorFlow, and no TensorFlow on JAX / PyTorch.
+        x = keras.ops.convert_to_numpy(
+            keras.ops.image.resize(x, (size, size), interpolation="bilinear")
+        )
     x = np.clip(x, 0.0, 1.0).astype(np.float32)
     y = digits.target.astype(np.int64)
     x_train, x_test, y_train, y_test = train_test_split(

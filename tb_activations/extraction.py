@@ -131,7 +131,9 @@ class ActivationExtractor:
             outputs = _symbolic_outputs(model, paths)
             if include_output:
                 outputs = [*outputs, _first(model.outputs)]
-            submodel = keras.Model(model.inputs, outputs, name=f"{model.name}_activations")
+            # The single input as itself, not a list: a list warns at every eager call (PyTorch).
+            inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+            submodel = keras.Model(inputs, outputs, name=f"{model.name}_activations")
 
             def forward(x):
                 return submodel(x, training=False)
@@ -213,10 +215,11 @@ class ActivationExtractor:
             scales = [_host_scale(s) for s in stats_np]
             todo = [i for i, sc in enumerate(scales) if sc is not None]
             if todo:
+                # Arrays, not scalars: a tf.function would retrace for each new Python value.
                 quantized = self._fn_levels(
                     [maps[i] for i in todo],
-                    [np.float32(scales[i][0]) for i in todo],
-                    [np.float32(scales[i][1]) for i in todo],
+                    np.array([scales[i][0] for i in todo], np.float32),
+                    np.array([scales[i][1] for i in todo], np.float32),
                 )
                 for i, q in zip(todo, quantized):
                     levels[self.layers[i].path] = to_numpy(q)
@@ -305,7 +308,8 @@ def _device_levels(maps: list[Any], los: list[Any], scales: list[Any]) -> list[A
     from tb_activations.colormaps import LEVELS, NAN_INDEX
 
     out = []
-    for t, lo, scale in zip(maps, los, scales):
+    for i, t in enumerate(maps):
+        lo, scale = los[i], scales[i]
         scaled = ops.multiply(ops.subtract(t, lo), scale)
         q = ops.cast(ops.round(ops.clip(scaled, 0.0, LEVELS - 1.0)), "uint8")
         out.append(ops.where(ops.isfinite(t), q, ops.cast(NAN_INDEX, "uint8")))

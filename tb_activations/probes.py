@@ -8,6 +8,7 @@ model receives, after the model's own preprocessing).
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -500,9 +501,9 @@ def _convert_color(arr: np.ndarray, color_mode: str | None) -> np.ndarray:
 def _from_tf_dataset(
     cls, dataset, *, take, target_size, preprocess, class_names, color_mode
 ) -> Probes:
-    import tensorflow as tf
-
-    if not isinstance(dataset, tf.data.Dataset):
+    # Not loaded: it cannot be a tf.data.Dataset (and JAX / PyTorch users get no TensorFlow).
+    tf = sys.modules.get("tensorflow")
+    if tf is None or not isinstance(dataset, tf.data.Dataset):
         raise ValueError(
             "Invalid value for argument `source`. Expected a tf.data.Dataset or a directory. "
             f"Received: {type(dataset).__name__}"

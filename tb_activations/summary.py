@@ -1,15 +1,21 @@
 """Writes activation summaries as TensorBoard event data.
 
 The writer builds ``Summary`` protos itself from bytes that are already
-encoded (PNGs are encoded once, by :mod:`tb_activations.encode`) and hands
-them to a native record writer. No TensorFlow op runs per summary, which
-keeps writing cheap and independent of any ``tf.distribute`` context the
-caller may be in.
+encoded (PNGs are encoded once, by :mod:`tb_activations.encode`) and frames
+them as TFRecords itself (CRC32C in C, from ``google-crc32c``). No TensorFlow
+op runs per summary, which keeps writing cheap and independent of any
+``tf.distribute`` context the caller may be in, and TensorFlow is not needed
+at all: on the JAX and PyTorch backends it is never imported (it would take
+the accelerator's memory from the training framework). Remote log
+directories (``gs://``, ``s3://``) go through ``tf.io.gfile`` where TensorFlow
+is the backend and TensorBoard's own file-system layer (which reads and writes
+through fsspec) elsewhere.
 """
 
 from __future__ import annotations
 
 import os
+import struct
 import time
 import weakref
 from collections.abc import Sequence
@@ -105,10 +111,10 @@ class SummaryWriter:
     Args:
         run_dir: Directory of the run; created on the first write.
 
-    Events are TensorBoard's own ``Event`` protos; the file is written with
-    TensorFlow's native TFRecord writer, the same record format as an event
-    file. (TensorBoard's pure-Python ``EventFileWriter`` computes CRC32C in
-    Python: 2.5 s for the 20 MB of a VGG16 step, more than the forward pass.)
+    Events are TensorBoard's own ``Event`` protos, framed as TFRecords (the
+    format of an event file) by :class:`RecordFile`, with the CRC32C in C.
+    (TensorBoard's pure-Python ``EventFileWriter`` computes CRC32C in Python:
+    2.5 s for the 20 MB of a VGG16 step, more than the forward pass.)
     The file is opened lazily: constructing a writer touches nothing on disk.
     Every write is flushed, so a killed process loses no finished event; the
     file is closed by :meth:`close`, or else when the writer is garbage
@@ -117,21 +123,19 @@ class SummaryWriter:
 
     def __init__(self, run_dir: str) -> None:
         self.run_dir = run_dir
-        self._writer = None
+        self._writer: RecordFile | None = None
         self.path: str | None = None
 
     def _open(self) -> None:
         import socket
 
-        import tensorflow as tf
-
         global _UID
-        tf.io.gfile.makedirs(self.run_dir)
+        gfile().makedirs(self.run_dir)
         _UID += 1
         stamp, host = int(time.time()), socket.gethostname()
         name = f"events.out.tfevents.{stamp:010d}.{host}.{os.getpid()}.{_UID:06d}.tb_activations"
         self.path = os.path.join(self.run_dir, name)
-        self._writer = tf.io.TFRecordWriter(self.path)
+        self._writer = RecordFile(self.path)
         _OPENED_PATHS.add(_path_key(self.path))
         # Closed even if close() never runs (a fit stopped by an exception skips
         # on_train_end): when this writer is collected or the interpreter exits.
@@ -177,6 +181,67 @@ class SummaryWriter:
             self._writer = None
 
 
+def gfile() -> Any:
+    """The file-system layer for log directories: ``tf.io.gfile`` where TensorFlow is the
+    backend (or already loaded), TensorBoard's own ``gfile`` (local, S3, fsspec) elsewhere."""
+    import sys
+
+    from tb_activations import backend
+
+    tf = sys.modules.get("tensorflow")  # loaded anyway: no cost, and its gfile has more schemes
+    if tf is None and backend.configured() == "tensorflow":
+        import tensorflow as tf
+    if tf is not None and hasattr(tf, "io"):
+        return tf.io.gfile
+    from tensorboard.compat.tensorflow_stub.io import gfile as stub_gfile
+
+    return stub_gfile
+
+
+def _masked_crc(data: bytes | memoryview) -> bytes:
+    """TFRecord's masked CRC32C of ``data``, little-endian."""
+    import google_crc32c
+
+    crc = google_crc32c.value(data)
+    return struct.pack("<I", (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF)
+
+
+class RecordFile:
+    """A TFRecord file written without TensorFlow: ``length, crc(length), data, crc(data)``.
+
+    Args:
+        path: A local path (written with Python's own file I/O) or a remote one
+            (``scheme://``, through :func:`gfile`).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        if "://" in path:
+            self._file = gfile().GFile(path, "wb")
+        else:
+            self._file = open(path, "wb")  # noqa: SIM115  (closed by close())
+
+    def write(self, data: bytes) -> None:
+        """Append one record (not flushed)."""
+        header = struct.pack("<Q", len(data))
+        # Four writes, no concatenation: the megabytes of an event are not copied.
+        self._file.write(header + _masked_crc(header))
+        self._file.write(data)
+        self._file.write(_masked_crc(data))
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        """Flush and close (idempotent)."""
+        if self._file is not None:
+            try:
+                self._file.flush()
+            finally:
+                self._file.close()
+                self._file = None
+
+
 _UID = 0
 
 # Event files this process opened: a run holding others was written by an earlier process.
@@ -187,11 +252,10 @@ def run_files(run_dir: str) -> tuple[list[str], bool]:
     """``(event files in run_dir, whether any of them was written by another process)``."""
     import glob
 
-    import tensorflow as tf
-
-    # tf.io.gfile: log directories may be remote (gs://, s3://), as the writer allows.
+    # gfile: log directories may be remote (gs://, s3://), as the writer allows.
+    fs = gfile()
     pattern = os.path.join(glob.escape(run_dir), "events.out.tfevents.*")
-    paths = sorted(tf.io.gfile.glob(pattern)) if tf.io.gfile.exists(run_dir) else []
+    paths = sorted(fs.glob(pattern)) if fs.exists(run_dir) else []
     return paths, any(_path_key(p) not in _OPENED_PATHS for p in paths)
 
 

@@ -14,6 +14,7 @@ ARTICLE_SHAPES = [
 ]  # fmt: skip
 
 
+@pytest.mark.backends
 def test_known_values_of_a_hand_set_model():
     model = constant_channel_model(5)
     ex = ActivationExtractor(model, select_layers(model, ["const"]))
@@ -50,6 +51,7 @@ def test_nested_backbone_layer_through_the_outer_model():
     )
 
 
+@pytest.mark.backends
 def test_inference_mode_dropout_and_batchnorm_untouched():
     keras.utils.set_random_seed(0)
     inputs = keras.Input((8, 8, 3))
@@ -69,6 +71,7 @@ def test_inference_mode_dropout_and_batchnorm_untouched():
         np.testing.assert_array_equal(b, w)  # BatchNorm statistics not updated
 
 
+@pytest.mark.backends
 def test_channels_first_layers_come_back_channels_last():
     # Pooling runs channels-first on every CPU: Keras transposes around TF's NHWC pooling.
     inputs = keras.Input((3, 4, 6))  # channels-first: C=3, H=4, W=6
@@ -106,6 +109,7 @@ def test_channels_first_conv_comes_back_channels_last_where_the_cpu_runs_it():
     np.testing.assert_array_equal(acts[0, 0, 0], [0, 1, 2, 3])
 
 
+@pytest.mark.backends
 def test_dense_and_1d_outputs_become_rank_4():
     inputs = keras.Input((10, 3))
     x = keras.layers.Conv1D(4, 3, name="c1d")(inputs)
@@ -116,6 +120,7 @@ def test_dense_and_1d_outputs_become_rank_4():
     assert acts["dense"].shape == (2, 1, 1, 7)
 
 
+@pytest.mark.backends
 def test_subclassed_model_outputs_are_captured_in_a_real_pass():
     class Net(keras.Model):
         def __init__(self):
@@ -137,15 +142,20 @@ def test_subclassed_model_outputs_are_captured_in_a_real_pass():
     assert "call" not in vars(net.conv)  # hooks removed after tracing
 
 
+@pytest.mark.backends
 def test_extractor_is_traced_once():
     model = small_cnn()
-    ex = ActivationExtractor(model, select_layers(model, None))
-    for n in (1, 3, 2, 3):
+    ex = ActivationExtractor(model, select_layers(model, None), levels=True)
+    rng = np.random.default_rng(0)
+    for n in (1, 3, 3):
         ex(np.zeros((n, 16, 16, 3)))
+        ex.run_with_summaries(rng.random((n, 16, 16, 3)))  # new scales at every call
     if keras.backend.backend() == "tensorflow":  # one trace for any batch size
         assert ex._fn.experimental_get_tracing_count() == 1
+        assert ex._fn_levels.experimental_get_tracing_count() <= 2  # shapes: reduce_retracing
     elif keras.backend.backend() == "jax":  # one trace per batch size, none per call
-        assert ex._fn.jitted._cache_size() == 3
+        assert ex._fn.jitted._cache_size() == 2
+        assert ex._fn_levels.jitted._cache_size() == 2
 
 
 def test_probe_size_mismatch_is_a_clear_error():
@@ -158,6 +168,7 @@ def test_probe_size_mismatch_is_a_clear_error():
         check_probe_shape(small_cnn(), (32, 32, 3))
 
 
+@pytest.mark.backends
 def test_device_reductions_equal_numpy_statistics_and_gram():
     from tb_activations.stats import ChannelStats, channel_stats
 
@@ -180,6 +191,7 @@ def test_device_reductions_equal_numpy_statistics_and_gram():
         np.testing.assert_allclose(result.grams[path], flat @ flat.T, rtol=1e-5)
 
 
+@pytest.mark.backends
 def test_device_reductions_count_nan_and_ignore_it():
     from tb_activations.stats import ChannelStats
 
@@ -195,6 +207,7 @@ def test_device_reductions_count_nan_and_ignore_it():
     assert np.isfinite(stats.stacked()).all() and np.isfinite(result.grams["c"]).all()
 
 
+@pytest.mark.backends
 @pytest.mark.parametrize(
     "values, on_device",
     [

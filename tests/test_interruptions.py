@@ -287,16 +287,16 @@ def test_an_unclosed_logger_is_not_kept_alive_and_closes_its_file_when_collected
 def test_interpreter_exit_closes_an_unclosed_event_file(tmp_path):
     script = textwrap.dedent(
         f"""
-        import tensorflow as tf
         import numpy as np
         from tb_activations import ActivationLogger, Probes
+        from tb_activations.summary import RecordFile
         from tests.conftest import small_cnn
 
-        close = tf.io.TFRecordWriter.close
+        close = RecordFile.close
         def reported_close(self):
             print("event file closed", flush=True)
             close(self)
-        tf.io.TFRecordWriter.close = reported_close
+        RecordFile.close = reported_close
 
         x = np.random.default_rng(0).random((4, 16, 16, 3), dtype=np.float32)
         logger = ActivationLogger(small_cnn(), Probes(x), {str(tmp_path)!r}, layers=["conv1"])

@@ -45,6 +45,29 @@ def current() -> str:
     return name
 
 
+def configured() -> str:
+    """The backend Keras runs on or will run on, without importing Keras (nor TensorFlow).
+
+    Keras' own rule: the loaded Keras' backend, else ``KERAS_BACKEND``, else
+    ``backend`` in ``$KERAS_HOME/keras.json`` (``~/.keras/keras.json``), else
+    ``"tensorflow"``.
+    """
+    import json
+    import os
+
+    keras = sys.modules.get("keras")
+    if keras is not None and hasattr(keras, "config"):
+        return keras.config.backend()
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    try:
+        with open(os.path.join(home, "keras.json")) as f:
+            return str(json.load(f).get("backend", "tensorflow"))
+    except (OSError, ValueError, AttributeError):
+        return "tensorflow"
+
+
 def module(name: str | None = None) -> Any:
     """The module that implements the backend ``name`` (default: :func:`current`)."""
     name = name or current()
