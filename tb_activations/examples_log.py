@@ -186,7 +186,8 @@ def examples_values(
             "labels": {str(i): str(examples.labels[i]) for i in winners if i in examples.labels},
         }
         desc = (
-            f"Top {ex.k} of {examples.pool_size} pool images per channel of `{layer}`, each cropped "
+            # No step values here: TensorBoard keeps a tag's description from its first step.
+            f"Top {ex.k} pool images per channel of `{layer}`, each cropped "
             f"at the receptive field of its strongest position ({ex.field.size[0]}x"
             f"{ex.field.size[1]} px, stride {ex.field.stride[0]}), value under each crop; "
             f"{grid.rows} channels per page, {grid.pages} page(s)."
