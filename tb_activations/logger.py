@@ -472,7 +472,9 @@ class ActivationLogger:
                 self._diagnostics.values(acts, output, records, int(step), grams=result.grams)
             )
             if self._attribution is not None:
-                values.extend(self._attribution.values(int(step), self._overlay_display(), output))
+                values.extend(
+                    self._attribution.values(int(step), self._overlay_display(), output, acts)
+                )
             if not self._probes_written:
                 values.append(self._probe_images())
                 self._warn_no_cka(acts)

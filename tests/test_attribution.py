@@ -168,6 +168,20 @@ def test_traced_once_and_follows_weight_changes():
     np.testing.assert_allclose(after, np.maximum(acts @ -w[:, 0], 0) / 36, rtol=1e-5, atol=1e-6)
 
 
+def test_given_layer_output_gives_the_same_maps():
+    # The logger passes the layer's output from its extraction pass: only the head runs.
+    model = quadrant_model()
+    x = np.random.default_rng(9).uniform(0, 1, size=(3, 8, 8, 1)).astype(np.float32)
+    acts = keras.Model(model.inputs, model.get_layer("mask").output).predict(x, verbose=0)
+    for plus in (False, True):
+        ex = explain_layer(model, x, [0, 1, 3], "mask", plus=plus)
+        given = explain_layer(model, x, [0, 1, 3], "mask", plus=plus, activations=acts)
+        np.testing.assert_allclose(given.maps, ex.maps, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(given.logits, ex.logits, rtol=1e-6)
+    with pytest.raises(ValueError, match=r"shape \(3, 8, 8, 4\)"):
+        explain_layer(model, x, 0, "mask", activations=acts[:, :4])
+
+
 def test_nested_backbone_layer_paths():
     import tensorflow as tf
 

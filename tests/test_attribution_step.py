@@ -39,7 +39,8 @@ def test_logger_writes_predicted_and_true_class_maps(tmp_path):
         model,
         probes,
         tmp_path,
-        layers=["conv"],
+        # "mask" is extracted: Grad-CAM takes its output from the extraction pass.
+        layers=["conv", "mask"],
         attribution=("gradcam", "occlusion"),
         attribution_layer="mask",
         attribution_every=2,

@@ -210,7 +210,9 @@ class Target:
         """The compiled function of ``(method, layer)``, built on the first call only.
 
         Args:
-            wrt: ``"input"``, ``"layer"`` (the output of ``layer``) or ``None``.
+            wrt: ``"input"``, ``"layer"`` (the output of ``layer``), ``"given_layer"``
+                (the output of ``layer`` given as the second input: only the layers
+                after it run) or ``None``.
             post: ``post(inputs, outputs, grad, chosen)`` in ``keras.ops``;
                 ``outputs`` is ``[layer output, logits]`` or ``[logits]``.
         """
@@ -243,22 +245,26 @@ class Target:
         specs: list[tuple[tuple[int | None, ...], str]] = [(tuple(x.shape[1:]), "float32")]
         inputs: list[Any] = [x]
         delta = None
-        if wrt == "layer":
+        if wrt in ("layer", "given_layer"):
             out = layer.layer.output
-            delta = keras.Input(tuple(out.shape[1:]), dtype=out.dtype, name="attribution_delta")
+            # "layer": a zero added to the output; "given_layer": the output itself, given
+            # (from the logger's extraction pass), so only the layers after it run.
+            name = "attribution_delta" if wrt == "layer" else "attribution_layer_output"
+            delta = keras.Input(tuple(out.shape[1:]), dtype=out.dtype, name=name)
             inputs.append(delta)
             specs.append((tuple(out.shape[1:]), keras.backend.standardize_dtype(out.dtype)))
         found: dict[str, Any] = {}
         hooks: dict[str, Callable] = {}
         if layer is not None:
-            hooks[layer.path] = _layer_hook(layer.path, delta, found)
+            hooks[layer.path] = _layer_hook(layer.path, delta, found, replace=wrt == "given_layer")
         if self.output_activation is not None:
             hooks[self._output_path] = _without_activation
         result = _rebuild(model, x, "", hooks) if hooks else model.outputs
         logits = _first(result)
-        outputs = [found[layer.path], logits] if layer is not None else [logits]
+        given = wrt == "given_layer"
+        outputs = [found[layer.path], logits] if layer is not None and not given else [logits]
         net = keras.Model(inputs, outputs, name=f"{self.name}_attribution")
-        index = {"input": 0, "layer": 1, None: None}[wrt]
+        index = {"input": 0, "layer": 1, "given_layer": 1, None: None}[wrt]
         return Compiled(net, lambda ins: list(ins), specs, index, post)
 
 
@@ -308,8 +314,9 @@ def _without_activation(op: Any) -> Callable:
     return _WithoutActivation(op)
 
 
-def _layer_hook(path: str, delta: Any, found: dict[str, Any]) -> Callable:
-    """The target layer's output, plus ``delta`` when differentiating by it.
+def _layer_hook(path: str, delta: Any, found: dict[str, Any], replace: bool = False) -> Callable:
+    """The target layer's output, plus ``delta`` when differentiating by it (or ``delta``
+    itself, in place of the layer, with ``replace``).
 
     The gradient of the score by a zero ``delta`` added to the output is the
     gradient by the output itself, on every backend (a tape could watch the
@@ -318,6 +325,9 @@ def _layer_hook(path: str, delta: Any, found: dict[str, Any]) -> Callable:
 
     def hook(op: Any) -> Callable:
         def call(*args: Any, **kwargs: Any) -> Any:
+            if replace:
+                found.setdefault(path, delta)
+                return delta
             out = op(*args, **kwargs)
             if delta is not None:
                 out = keras.ops.add(out, delta)

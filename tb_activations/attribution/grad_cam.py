@@ -74,31 +74,56 @@ def explain_layer(
     *,
     plus: bool = False,
     batch_size: int | None = None,
+    activations: np.ndarray | None = None,
 ) -> Explanation:
-    """Grad-CAM (``plus=False``) or Grad-CAM++ with the classes and logits of the pass."""
+    """Grad-CAM (``plus=False``) or Grad-CAM++ with the classes and logits of the pass.
+
+    ``activations``: the layer's output on ``inputs`` from the same weights,
+    channels-last (what the extractor returns), when at hand: then only the
+    layers after it run (the logger passes the activations it extracted).
+    """
     target = target_of(model)
     info = target.spatial_layer(layer)
     method = "gradcam++" if plus else "gradcam"
     x = target.check_inputs(inputs)
-    # Built (and traced) once per (model, method, layer), reused by every later call.
-    fn = target.compiled(method, info, "layer", _post(plus, info.channels_first))
-    wanted = target.resolve_classes(classes, len(x))
     delta_shape = tuple(info.layer.output.shape[1:])
     delta_dtype = keras.backend.standardize_dtype(info.layer.output.dtype)
+    given = activations is not None
+    if given:
+        activations = np.asarray(activations)
+        if info.channels_first:
+            activations = np.moveaxis(activations, -1, 1)
+        if activations.shape != (len(x), *delta_shape):
+            raise ValueError(
+                f"Invalid value for argument `activations`: expected the output of "
+                f"{info.path!r}, shape {(len(x), *delta_shape)}. Received shape "
+                f"{activations.shape}."
+            )
+    # Built (and traced) once per (model, method, layer), reused by every later call.
+    fn = target.compiled(
+        method + ("_given" if given else ""),
+        info,
+        "given_layer" if given else "layer",
+        _post(plus, info.channels_first, given),
+    )
+    wanted = target.resolve_classes(classes, len(x))
     step = batch_size or len(x)
     parts = []
     for s in range(0, len(x), step):
         chunk = x[s : s + step]
-        delta = np.zeros((len(chunk), *delta_shape), delta_dtype)
-        parts.append(fn([chunk, delta], wanted[s : s + step]))
+        if given:
+            second = activations[s : s + step].astype(delta_dtype, copy=False)
+        else:
+            second = np.zeros((len(chunk), *delta_shape), delta_dtype)
+        parts.append(fn([chunk, second], wanted[s : s + step]))
     maps, chosen, logits = (np.concatenate(p) for p in zip(*parts))
     return Explanation(maps=maps, classes=chosen, logits=logits, layer=info.path)
 
 
-def _post(plus: bool, channels_first: bool):
+def _post(plus: bool, channels_first: bool, given: bool = False):
     def post(ins: list, outs: list, grad: Any, chosen: Any) -> list:
         ops = keras.ops
-        a, g = ops.cast(outs[0], "float32"), ops.cast(grad, "float32")
+        a, g = ops.cast(ins[1] if given else outs[0], "float32"), ops.cast(grad, "float32")
         if channels_first:
             a, g = ops.transpose(a, (0, 2, 3, 1)), ops.transpose(g, (0, 2, 3, 1))
         if plus:

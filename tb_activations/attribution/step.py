@@ -93,12 +93,25 @@ def resolve_methods(model: Any, attribution: Sequence[str] | str | None) -> tupl
 
 
 def explain(
-    model: Any, method: str, inputs: np.ndarray, classes: Any, layer: Any = None
+    model: Any,
+    method: str,
+    inputs: np.ndarray,
+    classes: Any,
+    layer: Any = None,
+    activations: np.ndarray | None = None,
 ) -> Explanation:
-    """One method by name (see :data:`~tb_activations.metadata.ATTRIBUTION_METHODS`)."""
+    """One method by name (see :data:`~tb_activations.metadata.ATTRIBUTION_METHODS`);
+    ``activations``: the layer's output on ``inputs``, if at hand (layer methods)."""
     method = ALIASES.get(method, method)
     if method in LAYER_METHODS:
-        return explain_layer(model, inputs, classes, layer, plus=method == "gradcam_plus_plus")
+        return explain_layer(
+            model,
+            inputs,
+            classes,
+            layer,
+            plus=method == "gradcam_plus_plus",
+            activations=activations,
+        )
     fn = {
         "saliency": explain_saliency,
         "smoothgrad": explain_smoothgrad,
@@ -184,7 +197,13 @@ class AttributionStep:
         idx = [label_index(v, self.class_names) for v in labels]
         self.labels = np.array([i if i >= 0 and (k is None or i < k) else -1 for i in idx])
 
-    def values(self, step: int, display: np.ndarray, output: np.ndarray | None = None) -> list:
+    def values(
+        self,
+        step: int,
+        display: np.ndarray,
+        output: np.ndarray | None = None,
+        activations: dict[str, np.ndarray] | None = None,
+    ) -> list:
         """Summary values of this step (those of a failing method left out, with a warning).
 
         Args:
@@ -193,13 +212,16 @@ class AttributionStep:
             output: The model output on the probes from the same weights, if at
                 hand: its argmax is the predicted class (saves explaining labels
                 that turn out predicted).
+            activations: ``{layer path: (N, h, w, C)}`` from the same pass, if at
+                hand: Grad-CAM of a layer among them runs only the layers after it.
         """
         due = [m for m in self.methods if m not in COSTLY or self._calls % self.every == 0]
         self._calls += 1
         values: list = []
         for method in due:
             try:
-                values.extend(self.method_values(method, display, output))
+                result = self.compute(method, output, activations=activations)
+                values.extend(self.method_values(method, display, output, result))
             except Exception as err:  # an add-on of the step: warn, write the rest
                 self.failures += 1
                 warnings.warn(
@@ -211,7 +233,11 @@ class AttributionStep:
         return values
 
     def compute(
-        self, method: str, output: np.ndarray | None = None, classes: Any = None
+        self,
+        method: str,
+        output: np.ndarray | None = None,
+        classes: Any = None,
+        activations: dict[str, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, dict[int, tuple[int, np.ndarray]], np.ndarray]:
         """``(maps (N, h, w), their classes, {probe: (label, map)}, drop)``.
 
@@ -230,7 +256,10 @@ class AttributionStep:
             pred = np.full(n, -1, np.int32)
         rows = np.concatenate([np.arange(n), labelled])
         classes = np.concatenate([pred, self.labels[labelled]]).astype(np.int32)
-        ex = explain(self.model, method, x[rows], classes, self.layer)
+        acts = None
+        if method in LAYER_METHODS and activations is not None and self.layer in activations:
+            acts = np.asarray(activations[self.layer])[rows]
+        ex = explain(self.model, method, x[rows], classes, self.layer, acts)
         maps = display_map(ex.maps)
         pred = ex.classes[:n]
         label_maps = {
