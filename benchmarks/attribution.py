@@ -10,7 +10,11 @@ Usage: ``python benchmarks/attribution.py`` (several minutes on 2 cores) or
    over ``Model(inputs, [conv.output, model.output])``, one image per call,
    eager) does the same job, timed too.
 2. ``ActivationLogger.log()`` with Grad-CAM against the same logger without
-   it (the five pooling layers of VGG16, 8 probes); target <= 1.5x.
+   it (the five pooling layers of VGG16, 8 probes); target <= 1.5x. Grad-CAM
+   at the default layer (block5_pool, extracted: only the layers after it
+   run), at block5_conv3 (not extracted: a forward and a backward pass), and
+   with the average drop measured at every log (one more forward pass; by
+   default every 10th log).
 3. Integrated gradients at 64 steps against 64 batched forward+backward
    passes of the same rows (the same batch size) with a bare ``GradientTape``;
    target <= 1.2x. On a small CNN (8 probes, 512 rows) and on VGG16 (1 probe).
@@ -146,6 +150,11 @@ def main() -> None:
                 "log() with Grad-CAM at block5_conv3 (not extracted)": {
                     "attribution": ("gradcam",),
                     "attribution_layer": "block5_conv3",
+                },
+                # The average drop (one more forward) at every log, not every 10th.
+                "log() with Grad-CAM + average drop (attribution_every=1)": {
+                    "attribution": ("gradcam",),
+                    "attribution_every": 1,
                 },
             }
             steps = iter(range(1000))

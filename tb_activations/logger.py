@@ -192,8 +192,10 @@ class ActivationLogger:
             or sigmoid, as for ``predictions``), none otherwise; ``()``: none.
         attribution_layer: Layer of Grad-CAM(++). Defaults to the last layer
             with a spatial output.
-        attribution_every: Run the costly methods (SmoothGrad, integrated
-            gradients, occlusion) every ``attribution_every`` logs. Defaults to 1.
+        attribution_every: Run the costly parts of attribution (SmoothGrad,
+            integrated gradients, occlusion, and the average-drop measure: one
+            more forward pass) every ``attribution_every`` logs, the first
+            included. Defaults to 10.
 
     A run keeps one layout per layer: TensorBoard keeps only the first
     metadata of a tag, which holds the mosaic grid, shape, probe names and
@@ -243,7 +245,7 @@ class ActivationLogger:
         examples_batch_size: int = 32,
         attribution: Sequence[str] | str | None = None,
         attribution_layer: LayerSpec | None = None,
-        attribution_every: int = 1,
+        attribution_every: int = 10,
     ) -> None:
         if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
             raise ValueError(

@@ -61,11 +61,13 @@ def test_logger_writes_predicted_and_true_class_maps(tmp_path):
     assert (width, height) == (17, 8) and [p.size for p in pngs] == [(17, 8)] * 2
     # Probe 0 is predicted as labelled: the right half is the probe itself.
     assert np.array_equal(np.asarray(pngs[0].convert("RGB"))[:, 9:], probes.display[0])
-    drop = [e.step for e in acc.Tensors("attribution/gradcam/average_drop")]
-    assert drop == [0, 1, 2]
-    # The costly method runs every second log.
+    # The costly parts (occlusion, the average drop) run every second log.
     assert [e.step for e in acc.Tensors("attribution/occlusion/overlay")] == [0, 2]
+    assert [e.step for e in acc.Tensors("attribution/gradcam/overlay")] == [0, 1, 2]
+    assert [e.step for e in acc.Tensors("attribution/gradcam/average_drop")] == [0, 2]
     assert all(0 <= d <= 1 for d in content["average_drop"])
+    at_1 = tensor_of(acc, "attribution/gradcam/classes", step=1)[0]
+    assert at_1[:, :2].tolist() == [[0, -1], [3, 2]] and np.isnan(at_1[:, 2]).all()
 
 
 def test_grad_cam_is_on_by_default_for_classifiers_only(tmp_path, images):

@@ -43,7 +43,8 @@ from tb_activations.render import _resize, overlay
 
 #: Other spellings accepted in ``attribution=``.
 ALIASES = {"gradcam++": "gradcam_plus_plus", "grad_cam": "gradcam", "ig": "integrated_gradients"}
-#: Methods with many passes per probe: run every ``attribution_every`` logs only.
+#: Methods with many passes per probe: run every ``attribution_every`` logs only (so does
+#: the average drop, one more forward pass).
 COSTLY = ("smoothgrad", "integrated_gradients", "occlusion")
 #: Methods explaining a layer (``attribution_layer=``).
 LAYER_METHODS = ("gradcam", "gradcam_plus_plus")
@@ -139,7 +140,8 @@ class AttributionStep:
         probes: The logger's probes (their labels give the true classes).
         methods: Canonical method names (see :func:`resolve_methods`).
         layer: Layer of the layer methods. Defaults to the last spatial layer.
-        every: Run the costly methods (:data:`COSTLY`) every ``every`` calls.
+        every: Run the costly methods (:data:`COSTLY`) and measure the average drop
+            every ``every`` calls (the first included).
         class_names: Class names, for labels given as names and the descriptions.
         colormap, alpha: As the overlays of the activations.
         overlay_format, overlay_quality, compress_level: Encoding, as theirs.
@@ -215,12 +217,13 @@ class AttributionStep:
             activations: ``{layer path: (N, h, w, C)}`` from the same pass, if at
                 hand: Grad-CAM of a layer among them runs only the layers after it.
         """
-        due = [m for m in self.methods if m not in COSTLY or self._calls % self.every == 0]
+        costly_due = self._calls % self.every == 0
+        due = [m for m in self.methods if m not in COSTLY or costly_due]
         self._calls += 1
         values: list = []
         for method in due:
             try:
-                result = self.compute(method, output, activations=activations)
+                result = self.compute(method, output, activations=activations, measure=costly_due)
                 values.extend(self.method_values(method, display, output, result))
             except Exception as err:  # an add-on of the step: warn, write the rest
                 self.failures += 1
@@ -238,11 +241,13 @@ class AttributionStep:
         output: np.ndarray | None = None,
         classes: Any = None,
         activations: dict[str, np.ndarray] | None = None,
+        measure: bool = True,
     ) -> tuple[np.ndarray, np.ndarray, dict[int, tuple[int, np.ndarray]], np.ndarray]:
         """``(maps (N, h, w), their classes, {probe: (label, map)}, drop)``.
 
         The maps are those of the predicted classes, or of ``classes`` (one per
-        probe, -1: predicted) when given; then no label is explained.
+        probe, -1: predicted) when given; then no label is explained. The average
+        drop (one more forward pass) is NaN unless ``measure``.
         """
         x = self.probes.inputs
         n = len(x)
@@ -267,7 +272,9 @@ class AttributionStep:
             for j, i in enumerate(labelled)
             if self.labels[i] != pred[i]
         }
-        drop = self._average_drop(x, maps[:n], pred, ex.logits[:n])
+        drop = (
+            self._average_drop(x, maps[:n], pred, ex.logits[:n]) if measure else np.full(n, np.nan)
+        )
         return maps[:n], pred, label_maps, drop
 
     def method_values(
@@ -315,7 +322,7 @@ class AttributionStep:
         )
         desc = self._description(method, pred, label_maps, drop, nonfinite)
         tag = metadata.attribution_tag
-        return [
+        values = [
             image_value(
                 tag(method, "overlay"),
                 images,
@@ -335,18 +342,22 @@ class AttributionStep:
                 f"none), average drop of the {method} map.",
             ),
             scalar_value(
-                tag(method, "average_drop"),
-                float(finite_drop.mean()) if finite_drop.size else float("nan"),
-                description=f"Mean over probes of max(0, p - p_masked) / p for {method}: the "
-                "predicted class's probability lost when the model sees only the explained "
-                "region (Chattopadhay et al. 2018). Low: faithful.",
-            ),
-            scalar_value(
                 tag(method, "nonfinite_count"),
                 float(nonfinite),
                 description=f"NaN/Inf values in the {method} maps (drawn in magenta).",
             ),
         ]
+        if finite_drop.size:  # measured at this step (every `attribution_every` logs)
+            values.append(
+                scalar_value(
+                    tag(method, "average_drop"),
+                    float(finite_drop.mean()),
+                    description=f"Mean over probes of max(0, p - p_masked) / p for {method}: "
+                    "the predicted class's probability lost when the model sees only the "
+                    "explained region (Chattopadhay et al. 2018). Low: faithful.",
+                )
+            )
+        return values
 
     def _average_drop(
         self, x: np.ndarray, maps: np.ndarray, classes: np.ndarray, logits: np.ndarray
