@@ -320,7 +320,7 @@ class AttributionStep:
             classes=classes,
             average_drop=[float(d) if np.isfinite(d) else None for d in drop],
         )
-        desc = self._description(method, pred, label_maps, drop, nonfinite)
+        desc = self._description(method, maps, pred, label_maps, drop, nonfinite)
         tag = metadata.attribution_tag
         values = [
             image_value(
@@ -402,7 +402,7 @@ class AttributionStep:
         names = self.class_names
         return f"{names[idx]} ({idx})" if names and 0 <= idx < len(names) else str(idx)
 
-    def _description(self, method, pred, label_maps, drop, nonfinite) -> str:
+    def _description(self, method, maps, pred, label_maps, drop, nonfinite) -> str:
         where = f" at `{self.layer}`" if method in LAYER_METHODS else ""
         lines = [
             f"**{method}**{where}: per probe, the map of the predicted class over the probe; "
@@ -413,6 +413,9 @@ class AttributionStep:
             line = f"- {name}: predicted {self._class_text(int(pred[i]))}"
             if np.isfinite(drop[i]):
                 line += f", average drop {drop[i]:.3f}"
+            if np.isfinite(maps[i]).all() and not (maps[i] > 0).any():
+                # Grad-CAM's ReLU of a map negative everywhere (common with Flatten heads).
+                line += ", map zero everywhere"
             if i in label_maps:
                 line += f"; label {self._class_text(label_maps[i][0])} (right)"
             lines.append(line)
