@@ -225,3 +225,47 @@ def test_crop_pads_outside_the_image():
     img = np.arange(16, dtype=np.uint8).reshape(4, 4, 1)
     out = crop(img, [[-1, 2], [3, 6]], fill=99)
     assert out[..., 0].tolist() == [[99, 99, 99], [3, 99, 99], [7, 99, 99]]
+
+
+BACKEND_SCRIPT = """
+import numpy as np
+from tb_activations import receptive_field, top_examples
+from tests.test_channel_examples import _detector, _pool, _scale
+from tests.test_receptive_fields import _chain
+
+model, pool = _detector(), _pool()
+one = top_examples(model, pool, layers=["det"], k=5, batch_size=24, preprocess=_scale)
+det = one.layers["det"]
+assert det.indices[0].tolist() == [2, 5, 11, 17, 20], det.indices
+assert det.indices[1, :3].tolist() == [3, 8, 14], det.indices
+assert det.positions[0, :4].tolist() == [[4, 5], [9, 11], [1, 1], [13, 2]], det.positions
+for b in (1, 7):
+    ex = top_examples(model, pool, layers=["det"], k=5, batch_size=b, preprocess=_scale)
+    np.testing.assert_array_equal(ex.layers["det"].indices, det.indices)
+rf = receptive_field(_chain(custom=True), "c4")  # measured with this backend's autodiff
+assert (rf.method, rf.size, rf.stride, rf.offset) == ("empirical", (37, 29), (4, 8), (-4, -6)), rf
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["jax"])  # PyTorch passes too; left out for the time budget
+def test_known_answers_on_other_backends(backend):
+    """Top examples and the measured receptive field (autodiff) on another Keras backend."""
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run(
+        [sys.executable, "-c", BACKEND_SCRIPT],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
