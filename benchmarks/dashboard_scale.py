@@ -19,7 +19,6 @@ last digit.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import statistics
 import sys
@@ -43,14 +42,13 @@ TARGET_MS = 200.0
 
 
 def _png(seed: int, size: int) -> bytes:
-    from PIL import Image
+    """A smooth palette PNG of levels, as the logger writes mosaics (a few hundred bytes)."""
+    from tb_activations.colormaps import palette
+    from tb_activations.encode import encode_palette_png
 
-    # A smooth map (a few hundred bytes): the event files stay small.
     y, x = np.mgrid[0:size, 0:size]
     levels = ((x * 7 + y * (seed + 1)) % 254).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(levels, mode="L").save(buf, format="PNG")
-    return buf.getvalue()
+    return encode_palette_png(levels, palette("magma"))
 
 
 def write_run(run_dir: str, *, steps: int, layers: int, probes: int) -> float:
@@ -185,6 +183,15 @@ def interactions(steps: int, layers: int, probes: int) -> list[tuple[str, str, l
         ("step change, Play", "/stats", [{"run": RUN, "layer": layer, "step": s} for s in play]),
         ("hover (same step)", "/stats", [{"run": RUN, "layer": layer, "step": mid}] * 5),
         ("step change, Play", "/image", [{**image, "step": s} for s in play]),
+        ("choose a layer (colour bar)", "/palette", [{"run": RUN, "layer": layer}] * 3),
+        (
+            "overview: this probe, every layer",
+            "/image",
+            [
+                {"run": RUN, "tag": f"block_{i}/conv/mosaic", "step": mid, "index": 0}
+                for i in range(layers)
+            ],
+        ),
         (
             "open a channel (history)",
             "/channel",

@@ -37,7 +37,7 @@ def open_tensorboard(browser, server, hash_=""):  # noqa: F811
     return page, frame, problems
 
 
-def test_shared_url_keyboard_zoom_theme_and_charts(browser, server):  # noqa: F811
+def test_shared_url_keyboard_zoom_theme_and_charts(browser, server, log_dir):  # noqa: F811
     # A view shared by URL opens as it was: layer, step and opened channel.
     page, frame, problems = open_tensorboard(
         browser,
@@ -128,5 +128,38 @@ def test_shared_url_keyboard_zoom_theme_and_charts(browser, server):  # noqa: F8
     assert light == "rgb(255, 255, 255)" and dark == "rgb(48, 48, 48)"
     page.evaluate("document.body.classList.remove('dark-mode')")
     frame.wait_for_function("!document.documentElement.classList.contains('tba-dark')")
+    # Training goes on: new predictions show at the next poll (called here rather
+    # than waited for); a hidden Activations tab does not poll.
+    write_predictions(log_dir, step=STEPS[-1] + 10)
+    app = "window.__tbActivations"
+    count = f"{app}.panels.find((p) => p.constructor.name === 'PredictionsPanel').predictions.steps.length"
+    assert frame.evaluate(count) == len(STEPS)
+    page.eval_on_selector("iframe", "f => { f.style.display = 'none'; }")
+    assert frame.evaluate(f"{app}.shown()") is False
+    page.eval_on_selector("iframe", "f => { f.style.display = ''; }")
+    assert frame.evaluate(f"{app}.shown()") is True
+    for _ in range(30):  # TensorBoard reloads the log directory every second
+        frame.evaluate(f"{app}.refresh()")
+        if frame.evaluate(count) == len(STEPS) + 1:
+            break
+        page.wait_for_timeout(1000)
+    assert frame.evaluate(count) == len(STEPS) + 1
     assert problems == []
     page.close()
+
+
+def write_predictions(log_dir, step):  # noqa: F811
+    """One more step of the logger's predictions tensor in run RUN (a second event file)."""
+    import numpy as np
+
+    from tb_activations import metadata, summary
+
+    content = metadata.create_predictions_content(
+        probes=["cat", "<b>dog</b>", "car"], labels=None, class_names=None, num_classes=3
+    )
+    rows = np.array([[0, 0.9, -1, np.nan]] * 3, np.float32)
+    writer = summary.SummaryWriter(f"{log_dir}/{RUN}")
+    writer.write(
+        step, [summary.float_tensor_value(metadata.PREDICTIONS_TAG, rows, content=content)]
+    )
+    writer.close()

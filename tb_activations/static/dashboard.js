@@ -7,7 +7,7 @@
 //   layerChanged(layer)  a layer was selected, or the run changed under it
 //                        (layer.steps and layer.logged_steps are loaded: /steps)
 //   refreshed(layer)     the periodic poll (every 10 s while the tab is shown)
-//                        brought new data for the run
+//                        ran: fetch again what may have grown
 //   update(view)         redraw for `view`, called on every change of step,
 //                        probe, channel, layer or run, where view is
 //                        {run, layer, step, stepIndex, probe, channel,
@@ -183,7 +183,11 @@ export class Dashboard {
     if (this.timer || run !== this.state.run) return;
     const layer = this.layer();
     const key = JSON.stringify([data, steps]);
-    if (key === this.refreshKey) return;
+    if (key === this.refreshKey) {
+      // No new step or layer: the panels still look for their own new data (predictions, drift).
+      if (layer?.steps) this.notify('refreshed', layer);
+      return;
+    }
     this.refreshKey = key;
     const atEnd = layer?.steps && this.state.stepIndex >= layer.steps.length - 1;
     const step = this.currentStep();

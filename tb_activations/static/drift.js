@@ -25,7 +25,11 @@ export class DriftPanel {
       return;
     }
     if (run !== this.app.state.run || layer !== this.app.layer()) return;
-    this.series = answer.series.filter((s) => s.points.length);
+    const series = answer.series.filter((s) => s.points.length);
+    const key = JSON.stringify([run, layer.layer, series]);
+    if (key === this.key) return; // nothing new (the poll): keep the charts as they are
+    this.key = key;
+    this.series = series;
     this.draw();
   }
 
