@@ -180,10 +180,17 @@ def cmd_log(args: argparse.Namespace) -> int:
         if write_events:
             report.progress(f"computing activations and writing step {args.step} ...")
             from tb_activations import drift_state
+            from tb_activations.logger import RunLayoutError
 
             # Drift against the run's earlier calls, not against this call alone.
             first = drift_state.load(logger, args.step)
-            records = logger.log(args.step)
+            try:
+                records = logger.log(args.step)
+            except RunLayoutError as err:
+                raise UserError(
+                    f"{err.reason} Pass --run-name {err.fresh_run_name} (a new run) or another "
+                    "--log-dir."
+                ) from None
             drift_state.save(logger, args.step if first is None else first)
             for path, rec in records.items():
                 chans = ", ".join(f"#{int(c)}" for c in rec.top[0])

@@ -74,6 +74,23 @@ LAYOUT_FIELDS = (
 )
 
 
+class RunLayoutError(ValueError):
+    """A run holds layers in another layout than a logger would write (see :meth:`ActivationLogger.check_run`).
+
+    Attributes:
+        reason: What differs, and why it cannot be written there.
+        fresh_run_name: A ``run_name`` not used yet in the log directory.
+    """
+
+    def __init__(self, reason: str, fresh_run_name: str) -> None:
+        super().__init__(
+            f"{reason} Pass a fresh `run_name` (e.g. run_name={fresh_run_name!r}) or log to an "
+            "empty log directory."
+        )
+        self.reason = reason
+        self.fresh_run_name = fresh_run_name
+
+
 @dataclass(frozen=True)
 class LayerRecord:
     """What one ``log()`` computed for one layer (returned to the caller, plain data).
@@ -552,7 +569,8 @@ class ActivationLogger:
         as the callback does before training starts.
 
         Raises:
-            ValueError: naming the layers, what differs, and a fresh ``run_name``.
+            RunLayoutError: a ``ValueError`` naming the layers, what differs, and a
+                fresh ``run_name``.
         """
         if self._layout_checked or self._closed:
             return
@@ -591,13 +609,13 @@ class ActivationLogger:
                 what = "; ".join(f"{f} {old.get(f)!r} -> {new.get(f)!r}" for f in diff[:3])
                 clashes.append(f"{new.get('layer', tag)!r} ({what})")
         if clashes:
-            raise ValueError(
+            raise RunLayoutError(
                 f"Cannot log into run {self.run_dir!r}: it already holds "
                 f"{len(clashes)} of these layers in another layout: {', '.join(clashes[:3])}"
                 f"{' ...' if len(clashes) > 3 else ''}. TensorBoard keeps only the first layout "
                 "of a tag, so the dashboard would show the new data with the old geometry and "
-                "probes. Pass a fresh `run_name` (e.g. "
-                f"run_name={self._fresh_run_name()!r}) or log to an empty log directory."
+                "probes.",
+                self._fresh_run_name(),
             )
         self._layout_checked = True
 

@@ -367,3 +367,26 @@ def test_a_sweep_of_log_calls_carries_the_drift_reference(model_file, image_dir,
     assert first[2] == pytest.approx(1.0, abs=1e-6)
     assert scalar_values(acc, "conv_a/cka_previous") == pytest.approx([first[1], first[1]])
     assert steps_of(acc, "conv_a/cka_previous") == [1, 2]
+
+
+def test_log_into_a_run_of_another_layout_is_a_one_line_error(
+    model_file, image_dir, tmp_path, capsys
+):
+    """TensorBoard keeps a tag's first layout: a second call with another --max-image-size
+    (another mosaic grid) into the same run is refused, naming a fresh --run-name."""
+    args = [
+        "log",
+        model_file,
+        str(image_dir),
+        "--layers",
+        "conv_a",
+        "-q",
+        "--log-dir",
+        str(tmp_path),
+    ]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main([*args, "--max-image-size", "16", "--step", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "'conv_a' (grid" in err and "--run-name activations_2" in err and "Traceback" not in err
+    assert main([*args, "--max-image-size", "16", "--run-name", "activations_2"]) == 0
