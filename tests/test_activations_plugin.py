@@ -785,3 +785,20 @@ def test_palette_route_is_the_logger_colormap(client):
     layer = quote(HOSTILE_LAYER + "0")
     assert get(client, f"/palette?run={SYNTHETIC_RUN}&layer={layer}").status_code == 404
     assert get(client, f"/palette?run={RUN}&layer=nope").status_code == 404
+
+
+def test_per_channel_scales_come_per_channel(tmp_path):
+    from tb_activations import ActivationLogger
+
+    images = np.random.default_rng(0).integers(0, 256, size=(2, 16, 16, 3), dtype=np.uint8)
+    with ActivationLogger(
+        tiny_model(), images, str(tmp_path), layers=["conv_b"], normalize="channel"
+    ) as logger:
+        stats = logger.log(0)["conv_b"].stats.stacked()
+    provider, _ = make_provider(str(tmp_path))
+    answer = plugin_data.layer_stats(
+        provider, CTX, experiment_id="", run=RUN, layer="conv_b", step=0
+    )
+    # One [lo, hi] per channel: its min and max over the probes.
+    assert answer["scale"]["lo"] == pytest.approx(stats[..., 2].min(axis=0).tolist())
+    assert answer["scale"]["hi"] == pytest.approx(stats[..., 1].max(axis=0).tolist())

@@ -258,7 +258,7 @@ export class Dashboard {
     const previousStep = this.currentStep();
     this.state.run = run;
     this.controls.showSelection(run, null);
-    this.setData(data);
+    this.data = data; // fresh: the chosen layer loads its steps again (Reload means it)
     this.main.hidden = false;
     this.controls.setLayers(data.layers, this.state.layerName);
     this.showSampling(data.sampling);
