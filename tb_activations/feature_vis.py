@@ -13,9 +13,11 @@ readable (Olah et al., "Feature Visualization", Distill 2017):
   pixel-exact patterns.
 
 One image per channel, all channels of a batch optimised together by one
-traced step function. The math is written in ``keras.ops``; the gradient and
-the compiled step use the backend's own autodiff (TensorFlow's
-``GradientTape`` and ``tf.function``).
+traced step function. The math (image, transformations, objective, Adam) is
+written once in ``keras.ops``; only the gradient and the compilation differ
+per backend: a ``tf.function`` around a ``GradientTape`` (TensorFlow), a
+``jax.jit`` of ``jax.value_and_grad`` with the network's variables passed in
+(JAX), eager ``torch.autograd.grad`` (PyTorch).
 """
 
 from __future__ import annotations
@@ -127,65 +129,46 @@ def visualize_channels(
     forward = layer_model(model, [info.path])
     channels_first = info.channels_first
     backend = keras.backend.backend()
-    if backend != "tensorflow":
+    make = {"tensorflow": _tf_runner, "jax": _jax_runner, "torch": _torch_runner}.get(backend)
+    if make is None:
         raise NotImplementedError(
-            f"visualize_channels runs on the TensorFlow backend; the Keras backend is {backend!r}."
+            "visualize_channels needs gradients: the tensorflow, jax or torch backend of Keras. "
+            f"Received the {backend!r} backend."
         )
-    import tensorflow as tf
-
     n = min(batch_size, chans.size)
     rng = np.random.default_rng(seed)
     basis = _fourier_scale(h, w)
     color = _color_matrix(c, decorrelate)
     lo, hi = (float(v) for v in input_range)
-    spectrum = tf.Variable(tf.zeros((2, n, c, h, w)), trainable=False)
-    m = tf.Variable(tf.zeros_like(spectrum), trainable=False)
-    v = tf.Variable(tf.zeros_like(spectrum), trainable=False)
 
     def to_image(spec: Any) -> Any:
         return _image(spec, basis, color)
 
-    def objective(images: Any, onehot: Any) -> Any:
+    def objective(images: Any, onehot: Any, call: Any = None) -> Any:
+        """Per image, the mean activation of its channel; ``call`` runs the network."""
         x = lo + (hi - lo) * images
         if preprocess is not None:
             x = preprocess(x)
-        out = forward(x, training=False)
+        out = forward(x, training=False) if call is None else call(x)
         return _channel_mean(out, onehot, channels_first)
 
-    def step(t: Any, transforms: Any, onehot: Any) -> Any:
-        with tf.GradientTape() as tape:
-            tape.watch(spectrum)
-            images = keras.ops.image.affine_transform(
-                to_image(spectrum), transforms, interpolation="bilinear", fill_mode="reflect"
-            )
-            value = objective(images, onehot)
-            loss = -keras.ops.sum(value)
-        grad = tape.gradient(loss, spectrum)
-        # Adam (Kingma & Ba 2015), on the spectrum.
-        b1, b2 = 0.9, 0.999
-        m.assign(b1 * m + (1 - b1) * grad)
-        v.assign(b2 * v + (1 - b2) * grad * grad)
-        m_hat = m / (1 - b1**t)
-        v_hat = v / (1 - b2**t)
-        spectrum.assign_sub(learning_rate * m_hat / (tf.sqrt(v_hat) + 1e-8))
-        return value
+    def transformed(spec: Any, transforms: Any) -> Any:
+        return keras.ops.image.affine_transform(
+            to_image(spec), transforms, interpolation="bilinear", fill_mode="reflect"
+        )
 
-    traced_step = tf.function(step, autograph=False, reduce_retracing=True)
-    final = tf.function(lambda onehot: (to_image(spectrum), objective(to_image(spectrum), onehot)))
-
+    runner = make(forward, (2, n, c, h, w), to_image, transformed, objective, learning_rate)
     images, objectives, histories = [], [], []
     for start in range(0, chans.size, n):
         batch = chans[start : start + n]
         padded = np.resize(batch, n)  # the last batch repeats channels: one traced shape
         onehot = np.eye(n_channels or int(padded.max()) + 1, dtype=np.float32)[padded]
-        spectrum.assign(0.01 * rng.standard_normal((2, n, c, h, w)).astype(np.float32))
-        m.assign(tf.zeros_like(m))
-        v.assign(tf.zeros_like(v))
+        runner.reset(0.01 * rng.standard_normal((2, n, c, h, w)).astype(np.float32))
         history = []
         for t in range(1, steps + 1):
             transforms = _random_transforms(rng, n, h, w, jitter, scale, rotate)
-            history.append(np.asarray(traced_step(tf.constant(float(t)), transforms, onehot)))
-        img, value = final(onehot)
+            history.append(runner.step(t, transforms, onehot))
+        img, value = runner.final(onehot)
         k = batch.size
         images.append(np.asarray(img)[:k])
         objectives.append(np.asarray(value)[:k])
@@ -198,6 +181,148 @@ def visualize_channels(
         objective=np.concatenate(objectives).astype(np.float32),
         history=np.concatenate(histories, axis=1).astype(np.float32),
     )
+
+
+# -- the optimisation, per backend (only the gradient and the compilation differ) ---
+
+B1, B2, EPS = 0.9, 0.999, 1e-8  # Adam (Kingma & Ba 2015)
+
+
+def _adam(spec: Any, m: Any, v: Any, grad: Any, t: Any, lr: float) -> tuple[Any, Any, Any]:
+    """One Adam step on the spectrum (``keras.ops``): the new ``(spec, m, v)``."""
+    ops = keras.ops
+    m = B1 * m + (1 - B1) * grad
+    v = B2 * v + (1 - B2) * grad * grad
+    m_hat = m / (1 - B1**t)
+    v_hat = v / (1 - B2**t)
+    return spec - lr * m_hat / (ops.sqrt(v_hat) + EPS), m, v
+
+
+class _Runner:
+    """``reset(spectrum)``, ``step(t, transforms, onehot) -> values``, ``final(onehot)``."""
+
+
+def _tf_runner(forward, shape, to_image, transformed, objective, lr) -> _Runner:
+    """TensorFlow: variables, one ``tf.function`` step around a ``GradientTape``."""
+    import tensorflow as tf
+
+    spectrum = tf.Variable(tf.zeros(shape), trainable=False)
+    m = tf.Variable(tf.zeros(shape), trainable=False)
+    v = tf.Variable(tf.zeros(shape), trainable=False)
+
+    def step(t: Any, transforms: Any, onehot: Any) -> Any:
+        with tf.GradientTape() as tape:
+            tape.watch(spectrum)
+            value = objective(transformed(spectrum, transforms), onehot)
+            loss = -keras.ops.sum(value)
+        grad = tape.gradient(loss, spectrum)
+        new, m_new, v_new = _adam(spectrum, m, v, grad, t, lr)
+        m.assign(m_new)
+        v.assign(v_new)
+        spectrum.assign(new)
+        return value
+
+    traced = tf.function(step, autograph=False, reduce_retracing=True)
+    final = tf.function(lambda onehot: (to_image(spectrum), objective(to_image(spectrum), onehot)))
+    runner = _Runner()
+
+    def reset(init: np.ndarray) -> None:
+        spectrum.assign(init)
+        m.assign(tf.zeros(shape))
+        v.assign(tf.zeros(shape))
+
+    runner.reset = reset
+    runner.step = lambda t, tr, oh: np.asarray(traced(tf.constant(float(t)), tr, oh))
+    runner.final = lambda oh: tuple(np.asarray(x) for x in final(oh))
+    return runner
+
+
+def _jax_runner(forward, shape, to_image, transformed, objective, lr) -> _Runner:
+    """JAX: ``jax.jit`` of ``jax.value_and_grad``, the network's variables passed in
+    (``stateless_call``), so that the compiled step never bakes the weights in."""
+    import jax
+    import jax.numpy as jnp
+
+    def call_with(trainable: Any, non_trainable: Any) -> Any:
+        return lambda x: forward.stateless_call(trainable, non_trainable, x, training=False)[0]
+
+    def loss(spec: Any, transforms: Any, onehot: Any, trainable: Any, non_trainable: Any):
+        value = objective(
+            transformed(spec, transforms), onehot, call_with(trainable, non_trainable)
+        )
+        return -jnp.sum(value), value
+
+    @jax.jit
+    def step(spec, m, v, t, transforms, onehot, trainable, non_trainable):
+        (_, value), grad = jax.value_and_grad(loss, has_aux=True)(
+            spec, transforms, onehot, trainable, non_trainable
+        )
+        spec, m, v = _adam(spec, m, v, grad, t, lr)
+        return spec, m, v, value
+
+    @jax.jit
+    def final(spec, onehot, trainable, non_trainable):
+        image = to_image(spec)
+        return image, objective(image, onehot, call_with(trainable, non_trainable))
+
+    state: dict[str, Any] = {}
+    runner = _Runner()
+
+    def variables() -> tuple[list, list]:
+        return (
+            [x.value for x in forward.trainable_variables],
+            [x.value for x in forward.non_trainable_variables],
+        )
+
+    def reset(init: np.ndarray) -> None:
+        state.update(spec=jnp.asarray(init), m=jnp.zeros(shape), v=jnp.zeros(shape))
+
+    def run_step(t: int, transforms: np.ndarray, onehot: np.ndarray) -> np.ndarray:
+        spec, m, v, value = step(
+            state["spec"], state["m"], state["v"], float(t), transforms, onehot, *variables()
+        )
+        state.update(spec=spec, m=m, v=v)
+        return np.asarray(value)
+
+    runner.reset = reset
+    runner.step = run_step
+    runner.final = lambda oh: tuple(np.asarray(x) for x in final(state["spec"], oh, *variables()))
+    return runner
+
+
+def _torch_runner(forward, shape, to_image, transformed, objective, lr) -> _Runner:
+    """PyTorch: eager steps with ``torch.autograd.grad``."""
+    import torch
+
+    ops = keras.ops
+    state: dict[str, Any] = {}
+    runner = _Runner()
+
+    def reset(init: np.ndarray) -> None:
+        spec = ops.convert_to_tensor(init)
+        state.update(spec=spec, m=ops.zeros(shape), v=ops.zeros(shape))
+
+    def run_step(t: int, transforms: np.ndarray, onehot: np.ndarray) -> np.ndarray:
+        spec = state["spec"].detach().requires_grad_(True)
+        value = objective(
+            transformed(spec, ops.convert_to_tensor(transforms)), ops.convert_to_tensor(onehot)
+        )
+        (grad,) = torch.autograd.grad(-value.sum(), spec)
+        with torch.no_grad():
+            new, m, v = _adam(spec.detach(), state["m"], state["v"], grad, float(t), lr)
+        state.update(spec=new, m=m, v=v)
+        return ops.convert_to_numpy(value.detach())
+
+    def final(onehot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with torch.no_grad():
+            image = to_image(state["spec"])
+            value = objective(image, ops.convert_to_tensor(onehot))
+        return ops.convert_to_numpy(image), ops.convert_to_numpy(value)
+
+    runner.reset = reset
+    runner.step = run_step
+    runner.final = final
+    return runner
 
 
 # -- the parameterisation (keras.ops) ---------------------------------------------
@@ -225,7 +350,8 @@ def _color_matrix(c: int, decorrelate: bool) -> np.ndarray:
 def _image(spec: Any, basis: np.ndarray, color: np.ndarray) -> Any:
     """``(2, n, c, h, w)`` spectrum -> ``(n, h, w, c)`` image in ``(0, 1)``."""
     ops = keras.ops
-    real, _ = ops.ifft2((spec[0] * basis, spec[1] * basis))
+    scale = ops.convert_to_tensor(basis)
+    real, _ = ops.ifft2((spec[0] * scale, spec[1] * scale))
     # The 1/4 keeps the initial pixels in the sigmoid's linear range.
     x = ops.transpose(real, (0, 2, 3, 1)) / 4.0
     x = ops.matmul(x, ops.convert_to_tensor(color.T))

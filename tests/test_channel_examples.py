@@ -244,13 +244,22 @@ for b in (1, 7):
     np.testing.assert_array_equal(ex.layers["det"].indices, det.indices)
 rf = receptive_field(_chain(custom=True), "c4")  # measured with this backend's autodiff
 assert (rf.method, rf.size, rf.stride, rf.offset) == ("empirical", (37, 29), (4, 8), (-4, -6)), rf
+
+from tb_activations import visualize_channels
+from tests.test_feature_vis import _detector as red_green
+
+vis = visualize_channels(red_green(), "det", [0, 1], steps=96, batch_size=2, learning_rate=0.5)
+red, green = vis.images.reshape(2, -1, 3).mean(axis=1)
+assert red[0] > max(red[1], red[2]) + 60 and green[1] > max(green[0], green[2]) + 60, vis.images
+assert (vis.history[-5:].mean(axis=0) > vis.history[:5].mean(axis=0) + 0.3).all(), vis.history
 """
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["jax"])  # PyTorch passes too; left out for the time budget
 def test_known_answers_on_other_backends(backend):
-    """Top examples and the measured receptive field (autodiff) on another Keras backend."""
+    """Top examples, the measured receptive field and feature visualization (autodiff) on
+    another Keras backend."""
     import importlib.util
     import os
     import subprocess
