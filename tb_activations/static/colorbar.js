@@ -65,7 +65,8 @@ export class ColorBar {
   }
 }
 
-const stretched = new Map(); // image src -> Promise<{src, range}>
+const stretched = new Map(); // image src -> Promise<{src, range} | null>
+const STRETCH_CACHE = 200;
 
 /**
  * The mosaic `img` with its levels stretched to the probe's own range:
@@ -74,7 +75,15 @@ const stretched = new Map(); // image src -> Promise<{src, range}>
  */
 export function stretchToProbe(img, palette) {
   const key = img.src;
-  if (!stretched.has(key)) stretched.set(key, stretch(img, palette));
+  if (!stretched.has(key)) {
+    stretched.set(key, stretch(img, palette));
+    if (stretched.size > STRETCH_CACHE) {
+      // Forget the oldest stretched mosaic and free its object URL.
+      const [oldest, promise] = stretched.entries().next().value;
+      stretched.delete(oldest);
+      promise.then((s) => s && URL.revokeObjectURL(s.src), () => {});
+    }
+  }
   return stretched.get(key);
 }
 
