@@ -53,18 +53,19 @@ def load(logger: Any, step: int) -> int | None:
         ``None`` when nothing applies (no state, another set-up, or ``step``
         at or before the stored first step).
     """
-    import tensorflow as tf
+    from tb_activations.summary import gfile
 
     diagnostics = logger._diagnostics
-    if diagnostics.tracker is None or not tf.io.gfile.exists(_path(logger)):
+    path = _path(logger)
+    if diagnostics.tracker is None or not gfile().exists(path):
         return None
     try:
-        with tf.io.gfile.GFile(_path(logger), "rb") as f:
+        with gfile().GFile(path, "rb") if "://" in path else open(path, "rb") as f:
             data = np.load(io.BytesIO(f.read()), allow_pickle=False)
             meta = json.loads(str(data["meta"]))
             arrays = {k: data[k] for k in data.files if k != "meta"}
-    except (OSError, ValueError, KeyError, tf.errors.OpError):
-        return None  # unreadable: drift starts over from this step
+    except Exception:  # unreadable, whatever the file system raises: drift starts over
+        return None
     first = meta.pop("first_step", None)
     if meta != _identity(logger) or not isinstance(first, int) or step <= first:
         return None
@@ -88,7 +89,7 @@ def load(logger: Any, step: int) -> int | None:
 
 def save(logger: Any, first_step: int) -> None:
     """Store ``logger``'s drift state in its run (after a written step), atomically."""
-    import tensorflow as tf
+    from tb_activations.summary import gfile
 
     diagnostics = logger._diagnostics
     if diagnostics.tracker is None:
@@ -107,7 +108,17 @@ def save(logger: Any, first_step: int) -> None:
     buffer = io.BytesIO()
     np.savez(buffer, meta=np.array(json.dumps(meta)), **arrays)
     # Written beside, then renamed over: a killed call leaves the previous state whole.
-    tmp = f"{_path(logger)}.tmp-{os.getpid()}"
-    with tf.io.gfile.GFile(tmp, "wb") as f:
-        f.write(buffer.getvalue())
-    tf.io.gfile.rename(tmp, _path(logger), overwrite=True)
+    path = _path(logger)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    fs = gfile()
+    if "://" not in path:
+        with open(tmp, "wb") as f:
+            f.write(buffer.getvalue())
+        os.replace(tmp, path)
+    elif hasattr(fs, "rename"):  # tf.io.gfile
+        with fs.GFile(tmp, "wb") as f:
+            f.write(buffer.getvalue())
+        fs.rename(tmp, path, overwrite=True)
+    else:  # TensorBoard's gfile has no rename: written in place
+        with fs.GFile(path, "wb") as f:
+            f.write(buffer.getvalue())

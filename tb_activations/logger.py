@@ -620,10 +620,10 @@ class ActivationLogger:
         self._layout_checked = True
 
     def _fresh_run_name(self) -> str:
-        import tensorflow as tf
+        from tb_activations.summary import gfile
 
         i = 2
-        while tf.io.gfile.exists(os.path.join(self.log_dir, f"{self.run_name}_{i}")):
+        while gfile().exists(os.path.join(self.log_dir, f"{self.run_name}_{i}")):
             i += 1
         return f"{self.run_name}_{i}"
 

@@ -344,10 +344,8 @@ def first_plugin_contents(run_dir: str, tags: Sequence[str]) -> dict[str, dict[s
 
 def _skim_first_metadata(path: str, wanted: set[str]):
     """Yield ``(tag, serialized SummaryMetadata)`` at the first value of each wanted tag."""
-    import tensorflow as tf
-
     pending = set(wanted)
-    opener = tf.io.gfile.GFile if "://" in path else open
+    opener = gfile().GFile if "://" in path else open
     with opener(path, "rb") as f:
         while pending:
             head = f.read(12)  # uint64 length, uint32 masked CRC of the length

@@ -349,3 +349,50 @@ def test_drift_with_one_or_two_probes_compares_positions(tmp_path, n_probes):
     assert "positions per probe" in acc.summary_metadata["conv/cka_first"].summary_description
     assert "point/cka_first" not in acc.Tags()["tensors"]
     assert "No CKA drift" in acc.summary_metadata["point/mosaic"].summary_description
+
+
+def test_layout_check_and_drift_state_need_no_tensorflow_on_jax(tmp_path):
+    """The run skim (layout check) and the CLI's drift state use the writer's file layer:
+    on the JAX backend TensorFlow is never imported."""
+    pytest.importorskip("jax")
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        f"""
+        import sys
+        import keras
+        import numpy as np
+        from tb_activations import ActivationLogger, Probes, drift_state
+        from tb_activations.logger import RunLayoutError
+
+        # (keras.utils.set_random_seed would import TensorFlow: a plain model here)
+        inputs = keras.Input((16, 16, 3))
+        model = keras.Model(inputs, keras.layers.Conv2D(4, 3, name="conv1")(inputs))
+        images = np.zeros((2, 16, 16, 3), np.uint8)
+        with ActivationLogger(model, Probes(images), {str(tmp_path)!r}) as logger:
+            logger.log(0)
+            drift_state.save(logger, 0)
+            assert drift_state.load(logger, 1) == 0
+        other = ActivationLogger(model, Probes(images, names=["a", "b"]), {str(tmp_path)!r})
+        assert drift_state.load(other, 1) is None  # other probes: drift starts over
+        try:
+            other.check_run()
+            raise SystemExit("not refused")
+        except RunLayoutError as err:
+            assert err.fresh_run_name == "activations_2", err
+        assert "tensorflow" not in sys.modules, "tensorflow imported"
+        """
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=root)
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
