@@ -110,8 +110,19 @@ class ActivationExtractor:
         input_shape: tuple[int, ...] | None = None,
         include_output: bool = False,
         levels: bool = False,
+        histogram_bins: int = 0,
     ) -> None:
         self.backend = _backend.check_model(model)
+        if (
+            isinstance(histogram_bins, bool)
+            or not isinstance(histogram_bins, int)
+            or not 0 <= histogram_bins <= MAX_HISTOGRAM_BINS
+        ):
+            raise ValueError(
+                "Invalid value for argument `histogram_bins`. Expected an int in "
+                f"0..{MAX_HISTOGRAM_BINS} (0: no histograms). Received: histogram_bins={histogram_bins!r}"
+            )
+        self.histogram_bins = histogram_bins
         if not layers:
             raise ValueError("Invalid value for argument `layers`: no layer to extract.")
         self.model = model
@@ -156,7 +167,12 @@ class ActivationExtractor:
             maps = extract(x)
             summaries = [_device_summary(m) for m in maps[: len(self.layers)]]
             stats, grams, means = ([s[i] for s in summaries] for i in range(3))
-            return maps, stats, grams, means
+            hists = (
+                [_device_histogram(m, st, histogram_bins) for m, st in zip(maps, stats)]
+                if histogram_bins
+                else []
+            )
+            return maps, stats, grams, means, hists
 
         # Every variable the pass reads: on JAX their values go into the compiled function.
         variables = list(model.variables)
@@ -206,7 +222,9 @@ class ActivationExtractor:
         the device is the CPU (no copy).
         """
         self._check_backend()
-        maps, stats, grams, mean_maps = self._fn_summaries(np.asarray(inputs, dtype=np.float32))
+        maps, stats, grams, mean_maps, hists = self._fn_summaries(
+            np.asarray(inputs, dtype=np.float32)
+        )
         to_numpy = _backend.module(self.backend).to_numpy
         n = len(self.layers)
         stats_np = [to_numpy(t) for t in stats]
@@ -230,6 +248,10 @@ class ActivationExtractor:
             grams={info.path: to_numpy(g) for info, g in zip(self.layers, grams)},
             mean_maps={info.path: to_numpy(m) for info, m in zip(self.layers, mean_maps)},
             levels=levels,
+            histograms={
+                info.path: _histogram_array(to_numpy(edges), to_numpy(counts))
+                for info, (edges, counts) in zip(self.layers, hists)
+            },
         )
 
     def tensors(self, inputs: Any) -> list[Any]:
@@ -257,6 +279,10 @@ class ExtractionResult:
             bit for bit. A layer is missing where that scale needs float64
             (a span too small for float32) or its statistics overflowed: the
             host quantizes those.
+        histograms: ``{path: float64 (k, 3)}`` when built with ``histogram_bins=k``:
+            ``[left, right, count]`` of the layer's finite values over all
+            probes, ``k`` equal bins over ``[min, max]`` (a constant layer:
+            ``[v - 0.5, v + 0.5]``), TensorBoard's histogram layout.
     """
 
     activations: dict[str, np.ndarray]
@@ -265,6 +291,7 @@ class ExtractionResult:
     grams: dict[str, np.ndarray]
     mean_maps: dict[str, np.ndarray]
     levels: dict[str, np.ndarray] = field(default_factory=dict)
+    histograms: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def _device_summary(t: Any) -> tuple[Any, Any, Any]:
@@ -275,6 +302,45 @@ def _device_summary(t: Any) -> tuple[Any, Any, Any]:
         lambda: _finite_summary(t),
         lambda: _masked_summary(t),
     )
+
+
+#: The most bins :class:`ActivationExtractor` accepts for ``histogram_bins``.
+MAX_HISTOGRAM_BINS = 1000
+
+
+def _device_histogram(t: Any, stats: Any, bins: int) -> tuple[Any, Any]:
+    """``(edges (bins + 1,) float32, counts (bins,) int32)`` of the finite values of ``t``.
+
+    Equal bins over ``[min, max]`` of the finite values (from the statistics
+    reduced in the same pass); a constant layer gets ``[v - 0.5, v + 0.5]``.
+    Counts are int32 sums (float32 would round above 2**24 values a bin).
+    """
+    lo = ops.min(stats[..., 2])
+    hi = ops.max(stats[..., 1])
+    flat = hi <= lo
+    lo = ops.where(flat, lo - 0.5, lo)
+    hi = ops.where(flat, hi + 0.5, hi)
+    width = (hi - lo) / bins
+    usable = ops.logical_and(ops.isfinite(width), width > 0)  # hi - lo overflowed: one bin
+    safe_width = ops.where(usable, width, 1.0)
+    finite = ops.isfinite(t)
+    position = ops.floor((ops.where(finite, t, lo) - lo) / safe_width)
+    position = ops.where(usable, position, 0.0)
+    index = ops.cast(ops.clip(position, 0, bins - 1), "int32")
+    counts = ops.segment_sum(
+        ops.reshape(ops.cast(finite, "int32"), (-1,)),
+        ops.reshape(index, (-1,)),
+        num_segments=bins,
+    )
+    edges = lo + ops.arange(bins + 1, dtype="float32") * width
+    edges = ops.where(usable, edges, ops.linspace(lo, hi, bins + 1))
+    return edges, counts
+
+
+def _histogram_array(edges: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """TensorBoard's ``(k, 3)`` ``[left, right, count]`` histogram, float64."""
+    edges = np.asarray(edges, np.float64)
+    return np.stack([edges[:-1], edges[1:], np.asarray(counts, np.float64)], axis=-1)
 
 
 def _host_scale(stats: np.ndarray) -> tuple[np.float32, np.float32] | None:

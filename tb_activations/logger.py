@@ -47,6 +47,7 @@ from tb_activations.summary import (
     SummaryWriter,
     first_plugin_contents,
     float_tensor_value,
+    histogram_value,
     image_value,
     run_files,
     scalar_value,
@@ -213,6 +214,11 @@ class ActivationLogger:
             integrated gradients, occlusion, and the average-drop measure: one
             more forward pass) every ``attribution_every`` logs, the first
             included. Defaults to 10.
+        histogram_bins: Bins of the histogram of each layer's activations over
+            the probes, written per step as ``<layer>/histogram`` in the stock
+            ``histograms`` plugin's format (TensorBoard's Histograms and
+            Distributions tabs), reduced on the device in the same pass.
+            ``0``: none. Defaults to 30.
 
     A run keeps one layout per layer: TensorBoard keeps only the first
     metadata of a tag, which holds the mosaic grid, shape, probe names and
@@ -263,7 +269,20 @@ class ActivationLogger:
         attribution: Sequence[str] | str | None = None,
         attribution_layer: LayerSpec | None = None,
         attribution_every: int = 10,
+        histogram_bins: int = 30,
     ) -> None:
+        from tb_activations.extraction import MAX_HISTOGRAM_BINS
+
+        if (
+            isinstance(histogram_bins, bool)
+            or not isinstance(histogram_bins, int)
+            or not 0 <= histogram_bins <= MAX_HISTOGRAM_BINS
+        ):
+            raise ValueError(
+                "Invalid value for argument `histogram_bins`. Expected an int in "
+                f"0..{MAX_HISTOGRAM_BINS} (0: no histograms). Received: histogram_bins={histogram_bins!r}"
+            )
+        self.histogram_bins = histogram_bins
         if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
             raise ValueError(
                 f"Invalid value for argument `top_k`. Expected a positive int. Received: top_k={top_k!r}"
@@ -447,6 +466,7 @@ class ActivationLogger:
                 include_output=self._want_output,
                 # Palette levels on the device where the scale is the step's layer scale.
                 levels=self.normalize == "layer" and bool({"mosaic", "topk"} & set(self.views)),
+                histogram_bins=self.histogram_bins,
             )
         return self._extractor
 
@@ -489,6 +509,15 @@ class ActivationLogger:
             )
             values.extend(
                 self._diagnostics.values(acts, output, records, int(step), grams=result.grams)
+            )
+            # Reduced on the device in the same pass; the stock Histograms/Distributions tabs.
+            values.extend(
+                histogram_value(
+                    metadata.histogram_tag(path),
+                    hist,
+                    description=f"Distribution of the activations of `{path}` over the probes.",
+                )
+                for path, hist in result.histograms.items()
             )
             if self._attribution is not None:
                 values.extend(
@@ -999,6 +1028,7 @@ def shared_extractor(
     input_shape: tuple,
     include_output: bool = False,
     levels: bool = False,
+    histogram_bins: int = 0,
 ):
     """An :class:`~tb_activations.ActivationExtractor`, shared by the loggers of one model.
 
@@ -1015,11 +1045,17 @@ def shared_extractor(
         tuple(input_shape),
         bool(include_output),
         bool(levels),
+        int(histogram_bins),
     )
     extractor = _EXTRACTORS.get(key)
     if extractor is None or extractor.model is not model:
         extractor = ActivationExtractor(
-            model, layers, input_shape=input_shape, include_output=include_output, levels=levels
+            model,
+            layers,
+            input_shape=input_shape,
+            include_output=include_output,
+            levels=levels,
+            histogram_bins=histogram_bins,
         )
         _EXTRACTORS[key] = extractor
     return extractor

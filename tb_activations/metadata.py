@@ -360,6 +360,15 @@ def stats_tag(layer: str) -> str:
     return f"{layer}/{STATS_SUFFIX}"
 
 
+#: Suffix of the per-layer activation histogram (the stock ``histograms`` plugin's format).
+HISTOGRAM_SUFFIX = "histogram"
+
+
+def histogram_tag(layer: str) -> str:
+    """Tag of a layer's activation histogram, ``<layer>/histogram``."""
+    return f"{layer}/{HISTOGRAM_SUFFIX}"
+
+
 def scalar_tag(layer: str, name: str) -> str:
     """Tag of a per-layer scalar such as ``"dead_fraction"``."""
     return f"{layer}/{name}"

@@ -91,6 +91,32 @@ def float_tensor_value(
     return summary_pb2.Summary.Value(tag=tag, tensor=tensor, metadata=md)
 
 
+def histogram_value(
+    tag: str, histogram: np.ndarray, *, description: str = ""
+) -> summary_pb2.Summary.Value:
+    """A histogram in the stock ``histograms`` plugin's format (``tf.summary.histogram``'s).
+
+    ``histogram`` is ``(k, 3)``: ``[left, right, count]`` per bucket; written as a
+    float64 tensor with ``data_class`` TENSOR, which TensorBoard's Histograms and
+    Distributions tabs read.
+    """
+    from tensorboard.plugins.histogram import metadata as histogram_metadata
+
+    array = np.ascontiguousarray(histogram, dtype="<f8")
+    if array.ndim != 2 or array.shape[1] != 3:
+        raise ValueError(
+            f"Invalid value for argument `histogram`. Expected shape (k, 3). Received: {array.shape}"
+        )
+    tensor = tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_DOUBLE,
+        tensor_shape=_shape_proto(array.shape),
+        tensor_content=array.tobytes(),
+    )
+    md = histogram_metadata.create_summary_metadata(display_name=tag, description=description)
+    md.data_class = summary_pb2.DATA_CLASS_TENSOR
+    return summary_pb2.Summary.Value(tag=tag, tensor=tensor, metadata=md)
+
+
 def text_value(tag: str, text: str, *, description: str = "") -> summary_pb2.Summary.Value:
     """A markdown text summary for the stock Text dashboard."""
     from tensorboard.plugins.text import metadata as text_metadata

@@ -256,7 +256,7 @@ def test_backend_marked_tests_pass_under(backend):
     _skip_without(backend)
     if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
         pytest.skip("already running under another backend")
-    files = ["tests/test_extraction.py", "tests/test_backends.py"]
+    files = ["tests/test_extraction.py", "tests/test_backends.py", "tests/test_histograms.py"]
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-m", "backends", "-p", "no:cacheprovider", *files],
         env=dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2"),
