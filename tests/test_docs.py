@@ -181,3 +181,54 @@ def test_readme_links_resolve():
     assert local, "the README links to the documentation pages"
     missing = [t for t in local if not (ROOT / t).exists()]
     assert not missing, f"README links to missing files: {missing}"
+
+
+def test_every_written_tag_is_in_the_tags_page(tmp_path):
+    # A logger with every feature on (drift with a pinned reference, predictions,
+    # attribution, histograms, examples, feature visualization) on a tiny
+    # classifier: each tag it writes, with the layer as `L` and the attribution
+    # method as `M`, is a row of docs/guide/tags.md.
+    import keras
+    import numpy as np
+
+    from tb_activations import ActivationLogger, Probes
+    from tb_activations.metadata import ATTRIBUTION_PREFIX
+    from tests.conftest import read_run
+
+    keras.backend.clear_session()
+    x = np.random.default_rng(0).integers(0, 256, size=(8, 16, 16, 3), dtype=np.uint8)
+    layers = ["conv1", "conv2"]
+    model = keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.Conv2D(4, 3, activation="relu", name=layers[0]),
+            keras.layers.Conv2D(4, 3, activation="sigmoid", name=layers[1]),  # saturation
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
+    methods = ["gradcam", "saliency"]
+    probes = Probes(x, labels=[0, 1, 2, 0, 1, 2, 0, 1])
+    with ActivationLogger(
+        model, probes, tmp_path, attribution=methods, examples_pool=x, examples_k=2
+    ) as logger:
+        logger.log(0)
+        logger.pin_reference()
+        logger.log(1)
+        logger.log_examples(1)
+        logger.log_examples(2)
+        logger.log_feature_vis(2, channels=1, steps=2)
+    acc = read_run(tmp_path / "activations")
+    written = {tag for tags in acc.Tags().values() if isinstance(tags, list) for tag in tags}
+    generic = set()
+    for tag in written:
+        head, _, rest = tag.partition("/")
+        if head in layers:
+            tag = f"L/{rest}"
+        elif head == ATTRIBUTION_PREFIX:
+            tag = f"{head}/M/{rest.partition('/')[2]}"
+        generic.add(tag)
+    page = (GUIDE / "tags.md").read_text(encoding="utf-8")
+    missing = sorted(tag for tag in generic if f"`{tag}`" not in page)
+    assert not missing, f"tags written but not in docs/guide/tags.md: {missing}"
+    assert {"L/mosaic", "L/histogram", "attribution/M/maps", "L/examples_new_fraction"} <= generic
