@@ -40,6 +40,8 @@ def test_explain_panel_shows_the_map_and_picks_misclassified_probes(browser, tmp
             "() => document.querySelector('#tba-explain-image')?.naturalWidth === 17"
         )
         assert page.locator(".tba-explain-thumb").count() == 3
+        options = page.eval_on_selector_all("#tba-probe option", "os => os.map(o => o.text)")
+        assert options == ["a (0)", "b (2) \u2717 misclassified"], options
         page.locator("#tba-explain-misclassified button", has_text="b").click()
         wait_text(page, "#tba-explain-now", "b at step 2: predicted se (left) · label sw (right)")
         assert problems == []

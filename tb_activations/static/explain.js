@@ -3,7 +3,8 @@
 // differs, of the label's class, right half of the image) at the current
 // step, the probe's prediction beside it, the map's history over the logged
 // steps, the average drop of each step, and the misclassified probes (click
-// one to choose it). Data: GET /attribution, the overlays through GET /image.
+// one to choose it; the probe picker marks them too). Data: GET /attribution,
+// the overlays through GET /image.
 
 import {imageUrl, loadImage} from './api.js';
 import {lineChart} from './chart.js';
@@ -47,8 +48,23 @@ export class ExplainPanel {
   }
 
   update() {
-    if (this.key === this.viewKey()) return;
-    this.draw();
+    if (this.key !== this.viewKey()) this.draw();
+    this.markPicker();
+  }
+
+  /** Marks the probes misclassified at the shown step in the probe picker (layers.js
+   * rebuilds its options on a layer change: marked again at every update). */
+  markPicker() {
+    const select = document.getElementById('tba-probe');
+    const rows = this.shownRows;
+    if (!select) return;
+    for (const option of select.options) {
+      const base = option.dataset.tbaBase ?? option.textContent;
+      option.dataset.tbaBase = base;
+      const row = rows?.[Number(option.value)];
+      const wrong = row && row[1] !== null && row[1] >= 0;
+      option.textContent = wrong ? `${base} \u2717 misclassified` : base;
+    }
   }
 
   viewKey() {
@@ -64,6 +80,8 @@ export class ExplainPanel {
     const m = this.method();
     if (!m || !m.steps.length) {
       this.root.hidden = true;
+      this.shownRows = null;
+      this.markPicker();
       return;
     }
     this.root.hidden = false;
@@ -77,6 +95,7 @@ export class ExplainPanel {
     const at = upTo.length ? upTo[upTo.length - 1] : m.steps[0];
     const className = (c) => (c === null || c < 0 ? 'none' : m.class_names?.[c] ?? `class ${c}`);
     const [predicted, label, drop] = at.rows[probe];
+    this.shownRows = at.rows;
     const name = m.probes[probe] ?? `probe ${probe}`;
     const image = el('img', {id: 'tba-explain-image', class: 'tba-explain-image',
       alt: `${m.method} of ${name} at step ${at.step}`});
