@@ -95,6 +95,24 @@ class StepWorker:
 
     # -- training thread ------------------------------------------------------
 
+    def wait_for_slot(self) -> float:
+        """Wait until fewer than ``max_in_flight`` steps are pending.
+
+        Returns:
+            Seconds waited (0.0 when the worker kept up). A wait is counted in
+            :attr:`stats`.
+        """
+        with self._cond:
+            if self._in_flight < self.max_in_flight:
+                return 0.0
+            start = time.perf_counter()
+            while self._in_flight >= self.max_in_flight:
+                self._cond.wait()
+            waited = time.perf_counter() - start
+            self.stats.waits += 1
+            self.stats.wait_seconds += waited
+            return waited
+
     def submit(self, job: Callable[[], Any]) -> float:
         """Queue ``job``; wait first if ``max_in_flight`` steps are pending.
 
@@ -110,19 +128,19 @@ class StepWorker:
             self._raise_pending()
             if self._closed:
                 raise RuntimeError("This StepWorker is closed.")
-            waited = 0.0
-            if self._in_flight >= self.max_in_flight:
-                start = time.perf_counter()
-                while self._in_flight >= self.max_in_flight:
-                    self._cond.wait()
-                waited = time.perf_counter() - start
-                self.stats.waits += 1
-                self.stats.wait_seconds += waited
-                self._raise_pending()
+        waited = self.wait_for_slot()  # one producer (the training thread): no race here
+        with self._cond:
             self._jobs.append(job)
             self._in_flight += 1
             self._cond.notify_all()
-            return waited
+        return waited
+
+    def take_errors(self) -> list[BaseException]:
+        """The errors of failed jobs not reported yet, oldest first; they are reported now."""
+        with self._cond:
+            errors = list(self._errors)
+            self._errors.clear()
+            return errors
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every submitted job has finished; raise the first pending error.
