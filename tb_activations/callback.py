@@ -160,9 +160,13 @@ class ActivationCallback(keras.callbacks.Callback):
             self.on_train_batch_end = self._on_train_batch_end
         self.epoch_freq = epoch_freq
         self.log_before_training = log_before_training
+        # Training waits only for the device pass: rendering and writing go to the
+        # logger's background worker unless blocking=True is asked for.
+        logger_kwargs.setdefault("blocking", False)
         self.logger_kwargs = logger_kwargs
         self.logger = None
         self.failures = 0
+        self._submitted: dict[int, int | None] = {}  # step -> optimizer iterations when logged
         self._session_pending = False  # set by on_train_begin: each fit tells where it starts
         # Epoch steps: epoch + _shift + _offset (_offset > 0 when a fit continues an earlier one).
         self._shift = 1 if log_before_training and freq == "epoch" else 0
@@ -271,8 +275,11 @@ class ActivationCallback(keras.callbacks.Callback):
     def on_train_end(self, logs: dict | None = None) -> None:
         self._schedule.train_end(self)
         if self.logger is not None:
-            # Flush to disk and stop the encoder threads; both come back if fit() runs again.
-            self.logger._release()
+            # Finish the steps in flight, flush to disk, stop the worker and encoder
+            # threads; they come back if fit() runs again.
+            for err in self.logger._release():
+                self._warn_failed(err)
+            self._record_progress()
 
     def _epoch_step(self, epoch: int) -> int:
         """The step of the end of ``epoch`` (see "How steps are numbered" in the docs)."""
@@ -305,14 +312,37 @@ class ActivationCallback(keras.callbacks.Callback):
         iterations = self._iterations()
         return batch + 1 if iterations is None else iterations
 
+    def _warn_failed(self, err: BaseException) -> None:
+        """Count and warn about a step that failed on the logger's background worker."""
+        self.failures += 1
+        step = getattr(err, "tb_activations_step", "?")
+        warnings.warn(
+            f"tb_activations: logging activations at step {step} failed and was skipped; "
+            f"training continues. {type(err).__name__}: {err}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+    def _record_progress(self) -> None:
+        """Remember the last written step and the optimizer's iterations when it was logged."""
+        step = self.logger._last_step
+        if step is not None and step in self._submitted:
+            progress = _PROGRESS.setdefault(self.model, {})
+            progress[self._progress_key()] = (step, self._submitted[step])
+        # Steps in flight are at most a few: keep the latest, drop the rest.
+        while len(self._submitted) > 8:
+            self._submitted.pop(next(iter(self._submitted)))
+
     def _log(self, step: int) -> None:
         if self.logger is None or not self.writes:
             return
+        # A background step that failed since the last hook is said now, once.
+        for err in self.logger.take_failures():
+            self._warn_failed(err)
         try:
+            self._submitted[step] = self._iterations()
             self.logger.log(step)
-            if self.logger._last_step == step:
-                progress = _PROGRESS.setdefault(self.model, {})
-                progress[self._progress_key()] = (step, self._iterations())
+            self._record_progress()
         except Exception as err:  # a logging add-on must never end the training run
             self.failures += 1
             warnings.warn(

@@ -43,6 +43,7 @@ from tb_activations.render import (
     value_range_from_stats,
 )
 from tb_activations.stats import RANK_BY, ChannelStats, channel_stats, top_channels
+from tb_activations.step_worker import StepWorker
 from tb_activations.summary import (
     SummaryWriter,
     first_plugin_contents,
@@ -90,6 +91,14 @@ class RunLayoutError(ValueError):
         )
         self.reason = reason
         self.fresh_run_name = fresh_run_name
+
+
+@dataclass(frozen=True)
+class _Captured:
+    """What the training thread hands the worker for one step: host arrays only."""
+
+    result: Any  # extraction.ExtractionResult
+    attribution: list
 
 
 @dataclass(frozen=True)
@@ -219,6 +228,16 @@ class ActivationLogger:
             ``histograms`` plugin's format (TensorBoard's Histograms and
             Distributions tabs), reduced on the device in the same pass.
             ``0``: none. Defaults to 30.
+        blocking: ``True`` (default): :meth:`log` renders and writes before it
+            returns. ``False``: :meth:`log` runs the device pass (the probes'
+            forward pass, and the backward pass of attribution) on the calling
+            thread, hands the host copies to a background worker that renders,
+            encodes and writes, and returns ``None`` at once. At most two
+            steps are in flight; a third :meth:`log` waits for the oldest
+            (counted in ``_tb_activations/queue_waits``). Steps are written in
+            order, each whole or not at all; a worker's failure is raised by
+            the next :meth:`log`, :meth:`flush` or :meth:`close`. See
+            :meth:`flush`.
 
     A run keeps one layout per layer: TensorBoard keeps only the first
     metadata of a tag, which holds the mosaic grid, shape, probe names and
@@ -270,6 +289,7 @@ class ActivationLogger:
         attribution_layer: LayerSpec | None = None,
         attribution_every: int = 10,
         histogram_bins: int = 30,
+        blocking: bool = True,
     ) -> None:
         from tb_activations.extraction import MAX_HISTOGRAM_BINS
 
@@ -412,6 +432,8 @@ class ActivationLogger:
         self._attribution = attribution_step(
             self, attribution, attribution_layer, attribution_every, class_names
         )
+        self.blocking = bool(blocking)
+        self._worker: StepWorker | None = None  # blocking=False: started at the first log()
 
     # -- set-up ---------------------------------------------------------------
 
@@ -480,14 +502,22 @@ class ActivationLogger:
         """
         return self.extractor(self.probes.inputs)
 
-    def log(self, step: int) -> dict[str, LayerRecord]:
+    def log(self, step: int) -> dict[str, LayerRecord] | None:
         """Compute, render and write the activations at ``step``; flush to disk.
+
+        With ``blocking=False`` only the device pass runs here; rendering and
+        writing finish on the background worker (see :meth:`flush`).
 
         Args:
             step: The TensorBoard step (epoch, global batch, ...), an int >= 0.
 
         Returns:
-            ``{layer_path: LayerRecord}``: the statistics and top channels written.
+            ``{layer_path: LayerRecord}``: the statistics and top channels
+            written; ``None`` with ``blocking=False``.
+
+        Raises:
+            Exception: with ``blocking=False``, the error of an earlier step
+                that failed on the worker (this step is then not logged).
         """
         if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
             raise ValueError(
@@ -495,21 +525,109 @@ class ActivationLogger:
             )
         if self._closed:
             raise RuntimeError("This ActivationLogger is closed; create a new one to log again.")
+        step = int(step)
         start = time.perf_counter()
-        # A failed log() leaves no trace: the drift and fixed-scale state go back
+        if self.blocking:
+            return self._finish(step, self._capture(step), start=start)
+        worker = self._step_worker()
+        for err in worker.take_errors():
+            raise err  # an earlier step failed: said here, on the caller's thread
+        captured = self._capture(step)
+        worker.wait_for_slot()
+        stall, waits = time.perf_counter() - start, worker.stats.waits
+        worker.submit(lambda: self._finish(step, captured, stall=stall, waits=waits))
+        return None
+
+    def flush(self) -> None:
+        """Wait until every step handed to the background worker is written.
+
+        A no-op with ``blocking=True``.
+
+        Raises:
+            Exception: the error of a step that failed on the worker (once each).
+        """
+        if self._worker is not None:
+            self._worker.flush()
+
+    def take_failures(self) -> list[BaseException]:
+        """Errors of background steps not reported yet (they are reported now), oldest first.
+
+        Each carries a note naming its step. The callback warns with them and
+        goes on; :meth:`log` raises them instead.
+        """
+        return [] if self._worker is None else self._worker.take_errors()
+
+    def _step_worker(self) -> StepWorker:
+        if self._worker is None:
+            # Created on first use: a logger that never logs starts no thread.
+            self._worker = StepWorker(max_in_flight=2)
+        return self._worker
+
+    def _drain(self) -> None:
+        """Let the worker finish before the calling thread touches the step state.
+
+        Errors stay pending: the next :meth:`log` (or :meth:`take_failures`) reports them.
+        """
+        if self._worker is not None:
+            self._worker.flush(raise_errors=False)
+
+    def _capture(self, step: int) -> _Captured:
+        """The device work of one step, on the calling thread: what training waits for.
+
+        One forward pass: the model output (for predictions) comes with the
+        activations; statistics, Gram matrices and palette levels are reduced
+        on the device in that same pass. Attribution needs the weights of this
+        step, so its backward pass runs here too. What comes back is on the host.
+        """
+        result = self.extractor.run_with_summaries(self.probes.inputs)
+        attribution = []
+        if self._attribution is not None:
+            attribution = self._attribution.values(
+                step, self._overlay_display(), result.output, result.activations
+            )
+        return _Captured(result=result, attribution=attribution)
+
+    def _finish(
+        self,
+        step: int,
+        captured: _Captured,
+        *,
+        start: float | None = None,
+        stall: float | None = None,
+        waits: int | None = None,
+    ) -> dict[str, LayerRecord]:
+        """Render, measure drift and write one captured step (the worker's part).
+
+        ``start`` (blocking) is when :meth:`log` began, so the stall is all of
+        it; ``stall`` (background) is what the calling thread spent, and
+        ``waits`` how many times it has waited for the worker so far.
+        """
+        try:
+            return self._finish_step(step, captured, start, stall, waits)
+        except BaseException as err:
+            err.add_note(f"tb_activations: while writing step {step} of {self.run_dir!r}")
+            err.tb_activations_step = step  # type: ignore[attr-defined]
+            raise
+
+    def _finish_step(
+        self,
+        step: int,
+        captured: _Captured,
+        start: float | None,
+        stall: float | None,
+        waits: int | None,
+    ) -> dict[str, LayerRecord]:
+        begin = time.perf_counter()
+        result = captured.result
+        # A failed step leaves no trace: the drift and fixed-scale state go back
         # to the last written step, and a failed write gets a fresh event file.
         checkpoint = self._diagnostics.checkpoint(), dict(self._fixed_scales)
         try:
-            # One forward pass: the model output (for predictions) comes with the activations.
-            # Statistics and Gram matrices are reduced on the device in that same pass.
-            result = self.extractor.run_with_summaries(self.probes.inputs)
             acts, output = result.activations, result.output
             records, values = self._render_all(
-                acts, int(step), result.stats, result.mean_maps, result.levels
+                acts, step, result.stats, result.mean_maps, result.levels
             )
-            values.extend(
-                self._diagnostics.values(acts, output, records, int(step), grams=result.grams)
-            )
+            values.extend(self._diagnostics.values(acts, output, records, step, grams=result.grams))
             # Reduced on the device in the same pass; the stock Histograms/Distributions tabs.
             values.extend(
                 histogram_value(
@@ -519,18 +637,16 @@ class ActivationLogger:
                 )
                 for path, hist in result.histograms.items()
             )
-            if self._attribution is not None:
-                values.extend(
-                    self._attribution.values(int(step), self._overlay_display(), output, acts)
-                )
+            values.extend(captured.attribution)
             if not self._probes_written:
                 values.append(self._probe_images())
                 self._warn_no_cka(acts)
-            values.append(
-                scalar_value(
-                    metadata.LOG_SECONDS_TAG,
-                    time.perf_counter() - start,
-                    description="Wall time of one `log()` call, in seconds.",
+            now = time.perf_counter()
+            values.extend(
+                self._timing_values(
+                    stall=now - start if stall is None else stall,
+                    worker=now - begin,
+                    waits=waits,
                 )
             )
         except BaseException:
@@ -545,10 +661,10 @@ class ActivationLogger:
                 self._fixed_scales = checkpoint[1]
                 raise
         try:
-            start = self._session_start_step(int(step))
-            if start is not None:
-                self._writer.start_session(start)
-            self._writer.write(int(step), values)
+            session = self._session_start_step(step)
+            if session is not None:
+                self._writer.start_session(session)
+            self._writer.write(step, values)
         except BaseException as err:
             self._diagnostics.rollback(checkpoint[0])
             self._fixed_scales = checkpoint[1]
@@ -561,9 +677,36 @@ class ActivationLogger:
             raise
         self._probes_written = True
         self._needs_start, self._restart_step = False, None
-        self._max_step = int(step) if self._max_step is None else max(self._max_step, int(step))
-        self._last_step = int(step)
+        self._max_step = step if self._max_step is None else max(self._max_step, step)
+        self._last_step = step
         return records
+
+    def _timing_values(self, *, stall: float, worker: float, waits: int | None) -> list:
+        """The logger's self-measurement scalars of one step."""
+        values = [
+            scalar_value(
+                metadata.STALL_SECONDS_TAG,
+                stall,
+                description="Seconds the training thread spent in this `log()`: the stall "
+                "training waited for (the device pass, and with `blocking=True` everything).",
+            ),
+            scalar_value(
+                metadata.WORKER_SECONDS_TAG,
+                worker,
+                description="Seconds spent rendering, encoding and measuring this step "
+                "(on the background worker with `blocking=False`).",
+            ),
+        ]
+        if waits is not None:
+            values.append(
+                scalar_value(
+                    metadata.QUEUE_WAITS_TAG,
+                    float(waits),
+                    description="Times so far that `log()` waited because the background "
+                    "worker had two steps in flight (it fell behind training).",
+                )
+            )
+        return values
 
     def _session_start_step(self, step: int) -> int | None:
         """The step of the ``SessionLog.START`` to write before this step's event, or ``None``.
@@ -587,6 +730,7 @@ class ActivationLogger:
     def _begin_session(self, step: int) -> None:
         """Training (re)starts at ``step``: the next log() supersedes what this run holds from
         ``step`` on (a ``fit`` resumed from an older checkpoint)."""
+        self._drain()  # the session state belongs to the worker until it is idle
         if self.session_start:
             self._needs_start, self._restart_step = True, int(step)
 
@@ -708,6 +852,7 @@ class ActivationLogger:
         Returns:
             The :class:`~tb_activations.TopExamples` written.
         """
+        self._drain()  # one writer: the worker's steps first
         from tb_activations.examples_log import log_examples
 
         return log_examples(self, step, pool)
@@ -725,6 +870,7 @@ class ActivationLogger:
         """
         from tb_activations.examples_log import log_feature_vis
 
+        self._drain()  # one writer: the worker's steps first
         return log_feature_vis(self, step, channels=channels, steps=steps, **options)
 
     def pin_reference(self) -> None:
@@ -736,6 +882,7 @@ class ActivationLogger:
         """
         if self._closed:
             raise RuntimeError("This ActivationLogger is closed; create a new one to log again.")
+        self._drain()  # the drift state belongs to the worker until it is idle
         # The same traced pass as log(): no second trace, Grams and scales reduced on the device.
         result = self.extractor.run_with_summaries(self.probes.inputs)
         self._diagnostics.pin(result.activations, result.grams)
@@ -746,16 +893,36 @@ class ActivationLogger:
             }
 
     def close(self) -> None:
-        """Flush and close the event file; the logger cannot log afterwards."""
-        self._closed = True
-        self._release()
+        """Finish the steps in flight, flush and close the event file; the logger cannot log
+        afterwards.
 
-    def _release(self) -> None:
-        """Close the event file and stop the encoder threads; the next log() reopens both."""
+        Raises:
+            Exception: with ``blocking=False``, the error of a step that failed on
+                the worker and was not reported yet (everything else is closed first).
+        """
+        self._closed = True
+        errors = self._release()
+        if errors:
+            raise errors[0]
+
+    def _release(self) -> list[BaseException]:
+        """Finish the steps in flight, close the event file and stop the worker and encoder
+        threads; the next log() starts them again.
+
+        Returns:
+            The errors of background steps not reported yet, oldest first.
+        """
+        errors: list[BaseException] = []
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.flush(raise_errors=False)
+            errors = worker.take_errors()
+            worker.close()
         self._writer.close()
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
+        return errors
 
     def __enter__(self) -> ActivationLogger:
         return self

@@ -26,7 +26,9 @@ tag                        plugin       content
                                         views, ``(2,)``, or ``(2, C)`` per channel
                                         (``normalize="channel"``); content from
                                         :func:`create_scale_content`.
-``_tb_activations/log_seconds`` scalars  wall time of one ``log()``
+``_tb_activations/stall_seconds`` scalars  seconds training waited for one ``log()``
+``_tb_activations/worker_seconds`` scalars seconds of rendering and writing one step
+``_tb_activations/queue_waits`` scalars  times ``log()`` waited for the worker
 =========================  ===========  ==========================================
 
 Drift and diagnostics (issue 4, written by :mod:`tb_activations.diagnostics`
@@ -154,7 +156,13 @@ SCALAR_SUFFIXES = ("mean_activation", "dead_fraction", "nonfinite_count")
 
 #: Tag prefix for the logger's own measurements (not a layer).
 INTERNAL_PREFIX = "_tb_activations"
-LOG_SECONDS_TAG = INTERNAL_PREFIX + "/log_seconds"
+LOG_SECONDS_TAG = INTERNAL_PREFIX + "/log_seconds"  # runs written before the stall/worker split
+#: Seconds the training thread spent in one ``log()`` (the stall training waited for).
+STALL_SECONDS_TAG = INTERNAL_PREFIX + "/stall_seconds"
+#: Seconds of rendering, encoding and measuring one step (the background worker's time).
+WORKER_SECONDS_TAG = INTERNAL_PREFIX + "/worker_seconds"
+#: Times ``log()`` waited for the background worker so far (it fell behind training).
+QUEUE_WAITS_TAG = INTERNAL_PREFIX + "/queue_waits"
 #: The probes' display images (plugin ``images``), written at the first ``log()``.
 PROBE_IMAGES_TAG = INTERNAL_PREFIX + "/probes"
 

@@ -459,7 +459,13 @@ def list_layers(
     kept: list[int] = []
     if first_tag is not None:
         kept = sorted(_blob_index(data_provider, ctx, experiment_id, run, first_tag, cache) or {})
-    logged = _logged_steps(data_provider, ctx, experiment_id, run, [metadata.LOG_SECONDS_TAG])
+    logged = _logged_steps(
+        data_provider,
+        ctx,
+        experiment_id,
+        run,
+        [metadata.STALL_SECONDS_TAG, metadata.LOG_SECONDS_TAG],
+    )
     logged |= set(kept)
     probes = _blob_index(data_provider, ctx, experiment_id, run, PROBE_IMAGES_TAG, cache) or {}
     return {

@@ -142,11 +142,12 @@ class StepWorker:
             self._errors.clear()
             return errors
 
-    def flush(self, timeout: float | None = None) -> bool:
+    def flush(self, timeout: float | None = None, *, raise_errors: bool = True) -> bool:
         """Wait until every submitted job has finished; raise the first pending error.
 
         Args:
             timeout: Seconds to wait at most; ``None`` waits as long as it takes.
+            raise_errors: ``False`` leaves errors pending (for :meth:`take_errors`).
 
         Returns:
             ``True`` if everything finished, ``False`` on timeout.
@@ -158,7 +159,8 @@ class StepWorker:
                 if remaining is not None and remaining <= 0:
                     return False
                 self._cond.wait(remaining)
-            self._raise_pending()
+            if raise_errors:
+                self._raise_pending()
             return True
 
     def close(self) -> None:

@@ -436,7 +436,9 @@ def test_normalize_first_uses_the_pinned_reference(tmp_path):
         assert float(lg.log(1)["conv"].scale[1]) == 6.0
 
 
-def test_log_seconds_includes_the_drift_work(tmp_path, probes, monkeypatch):
+def test_stall_and_worker_seconds_include_the_drift_work_when_blocking(
+    tmp_path, probes, monkeypatch
+):
     from tb_activations.diagnostics import Diagnostics
 
     original = Diagnostics.values
@@ -448,4 +450,6 @@ def test_log_seconds_includes_the_drift_work(tmp_path, probes, monkeypatch):
     monkeypatch.setattr(Diagnostics, "values", slow)
     with ActivationLogger(small_cnn(), probes, tmp_path, views=("mosaic",)) as logger:
         logger.log(0)
-    assert scalar_values(read_run(tmp_path / "activations"), metadata.LOG_SECONDS_TAG)[0] >= 0.3
+    acc = read_run(tmp_path / "activations")
+    assert scalar_values(acc, metadata.STALL_SECONDS_TAG)[0] >= 0.3
+    assert scalar_values(acc, metadata.WORKER_SECONDS_TAG)[0] >= 0.3

@@ -1,4 +1,5 @@
-"""Soak: a 200-epoch fit with the callback at every epoch keeps memory flat and the log readable."""
+"""Soak: a 200-epoch fit with the callback at every epoch keeps memory flat and the log readable,
+with background logging whose worker is forced to be slower than training."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ import keras
 import numpy as np
 import pytest
 
-from tb_activations import ActivationCallback, Probes
+from tb_activations import ActivationCallback, ActivationLogger, Probes, metadata
 from tb_activations.diagnostics import HEATMAP_STEPS
-from tests.conftest import read_run, small_cnn, steps_of
+from tests.conftest import read_run, scalar_values, small_cnn, steps_of
 
 EPOCHS = 200
 WARM = 20  # epochs before the baseline: first traces, allocator pools, caches
@@ -32,7 +33,16 @@ def _open_fds() -> int:
 
 
 @pytest.mark.slow
-def test_200_epochs_keep_memory_flat_and_the_log_readable(tmp_path):
+def test_200_epochs_keep_memory_flat_and_the_log_readable(tmp_path, monkeypatch):
+    # A test hook: every step waits 30 ms on the worker, longer than an epoch here, so
+    # the queue fills and training waits; nothing may be dropped or reordered.
+    original = ActivationLogger._finish_step
+
+    def slow(self, *args, **kwargs):
+        time.sleep(0.03)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ActivationLogger, "_finish_step", slow)
     rng = np.random.default_rng(0)
     x = rng.random((16, 32, 32, 3), dtype=np.float32)
     y = rng.integers(0, 3, 16)
@@ -71,8 +81,9 @@ def test_200_epochs_keep_memory_flat_and_the_log_readable(tmp_path):
     assert second_half < RSS_TOLERANCE_MB / 2, rss
 
     # Drift references do not grow: first, previous and pinned Grams only.
-    assert samples[6][1] == samples[EPOCHS - 1][1] > 0
-    assert samples[EPOCHS - 1][2] == min(EPOCHS, HEATMAP_STEPS)
+    # (sampled on the training thread, while the worker may be up to two steps behind)
+    assert samples[8][1] == samples[EPOCHS - 1][1] > 0
+    assert len(cb.logger._diagnostics.history) == min(EPOCHS, HEATMAP_STEPS)
     # No thread or file handle per step.
     assert samples[WARM][3:] == samples[EPOCHS - 1][3:]
 
@@ -83,3 +94,5 @@ def test_200_epochs_keep_memory_flat_and_the_log_readable(tmp_path):
     for tag in ("conv1/mosaic", "conv2/topk", "conv3/overlay", "pool1/channel_stats"):
         assert steps_of(acc, tag) == every, tag
     assert steps_of(acc, "conv3/cka_reference") == list(range(5, EPOCHS))
+    waits = scalar_values(acc, metadata.QUEUE_WAITS_TAG)
+    assert waits == sorted(waits) and waits[-1] > 0  # the slow worker did hold training back
