@@ -561,6 +561,9 @@ class ActivationLogger:
         if self._worker is None:
             # Created on first use: a logger that never logs starts no thread.
             self._worker = StepWorker(max_in_flight=2)
+            # A logger dropped without close(): its steps are still written, then the
+            # thread ends (the worker holds no reference to the logger's frame).
+            weakref.finalize(self, _close_quietly, self._worker)
         return self._worker
 
     def _drain(self) -> None:
@@ -1226,6 +1229,21 @@ def shared_extractor(
         )
         _EXTRACTORS[key] = extractor
     return extractor
+
+
+def _close_quietly(worker: StepWorker) -> None:
+    """Finish and stop a worker whose logger was collected; say a failure, raise nothing."""
+    import warnings
+
+    try:
+        worker.close()
+    except Exception as err:
+        warnings.warn(
+            f"tb_activations: a step of a logger that was never closed failed: "
+            f"{type(err).__name__}: {err}",
+            RuntimeWarning,
+            stacklevel=1,
+        )
 
 
 def _check_log_dir(run_dir: str) -> None:

@@ -85,7 +85,8 @@ def test_200_epochs_keep_memory_flat_and_the_log_readable(tmp_path, monkeypatch)
     assert samples[8][1] == samples[EPOCHS - 1][1] > 0
     assert len(cb.logger._diagnostics.history) == min(EPOCHS, HEATMAP_STEPS)
     # No thread or file handle per step.
-    assert samples[WARM][3:] == samples[EPOCHS - 1][3:]
+    # (no growth: objects of earlier tests collected meanwhile may end threads of theirs)
+    assert samples[EPOCHS - 1][3] <= samples[WARM][3] and samples[EPOCHS - 1][4] <= samples[WARM][4]
 
     files = list(Path(tmp_path / "activations").iterdir())
     assert len(files) == 1
