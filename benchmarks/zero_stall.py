@@ -1,0 +1,199 @@
+"""Benchmark of background logging (issue "Zero-stall logging"), as ratios measured in one run.
+
+Usage: ``python benchmarks/zero_stall.py`` (several minutes on 2 cores) or
+``python benchmarks/zero_stall.py --quick``. Prints a markdown table.
+
+1. Training stall per logged step, VGG16 (``weights=None``), 8 probes at 224 px,
+   all 18 conv/pool layers (the default selection), mosaic + top-5 + overlay:
+   the time the calling thread spends in ``log(blocking=False)`` against the
+   bare forward pass of the probes (target: at most 1.15x), with Grad-CAM off
+   (``attribution=()``) and with the default (Grad-CAM, against a forward +
+   backward pass); the blocking ``log()`` beside it. Between two steps the
+   worker is given the time to finish, as training would.
+2. The small-CNN fit of ``benchmarks/run.py`` (3 conv layers, 32x32x3, 4096
+   samples, batch 64, 8 probes, every epoch, every conv layer): the callback's
+   own time on the training thread per epoch (target: at most 1 % of the
+   epoch), and end-to-end epoch time, median of alternating runs with and
+   without the callback (target: within 3 %), in both modes.
+
+The machine is shared and noisy: compare the ratios, not the seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np
+
+
+def bench_stall(quick: bool, tmp: str) -> list[tuple[str, float, float]]:
+    import keras
+    import tensorflow as tf
+
+    from tb_activations import ActivationLogger, Probes
+
+    size = 96 if quick else 224
+    model = keras.applications.VGG16(weights=None, input_shape=(size, size, 3))
+    x = np.random.default_rng(0).integers(0, 256, (8, size, size, 3), dtype=np.uint8)
+    xf = x.astype(np.float32)
+    forward = tf.function(lambda t: model(t, training=False))
+
+    @tf.function
+    def forward_backward(t):
+        with tf.GradientTape() as tape:
+            tape.watch(t)
+            y = model(t, training=False)
+            score = tf.reduce_sum(tf.reduce_max(y, axis=-1))
+        return tape.gradient(score, t)
+
+    forward(xf).numpy()
+    forward_backward(xf).numpy()
+    rows = []
+    repeat = 2 if quick else 5
+    for label, options, floor in (
+        ("Grad-CAM off", {"attribution": ()}, lambda: forward(xf).numpy()),
+        ("defaults (Grad-CAM on)", {}, lambda: forward_backward(xf).numpy()),
+    ):
+        for blocking in (False, True):
+            name = f"{label}, {'blocking' if blocking else 'background'}"
+            logger = ActivationLogger(
+                model,
+                Probes(x),
+                os.path.join(tmp, name.replace(" ", "_")),
+                blocking=blocking,
+                **options,
+            )
+            logger.log(0)  # build and trace; the probe images are written once
+            logger.flush()
+            floors, stalls, workers = [], [], []
+            for step in range(1, repeat + 1):  # interleaved: both see the same load
+                t = time.perf_counter()
+                floor()
+                floors.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                logger.log(step)
+                stalls.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                logger.flush()  # training would run meanwhile
+                workers.append(time.perf_counter() - t)
+            logger.close()
+            f, s = statistics.median(floors), statistics.median(stalls)
+            rows.append((name, f, s))
+            print(
+                f"  {name}: floor {f:.3f} s, stall {s:.3f} s ({s / f:.2f}x), "
+                f"worker after return {statistics.median(workers):.3f} s",
+                file=sys.stderr,
+            )
+    return rows
+
+
+def bench_fit(quick: bool, tmp: str) -> list[tuple[str, float, float, float]]:
+    import keras
+
+    from tb_activations import ActivationCallback, Probes
+
+    n = 1024 if quick else 4096
+    rng = np.random.default_rng(0)
+    x = rng.random((n, 32, 32, 3), dtype=np.float32)
+    y = rng.integers(0, 10, n)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            keras.layers.Conv2D(16, 3, activation="relu", name="conv1"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(32, 3, activation="relu", name="conv2"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(32, 3, activation="relu", name="conv3"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(x, y, batch_size=64, epochs=1, verbose=0)  # trace the train step
+
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.times = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._t = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.times.append(time.perf_counter() - self._t)
+
+    def hook_timer(cb):
+        spent = []
+        for name in ("on_epoch_end", "on_train_begin", "on_train_end", "on_epoch_begin"):
+            original = getattr(cb, name)
+
+            def timed(*args, _orig=original, **kwargs):
+                t = time.perf_counter()
+                _orig(*args, **kwargs)
+                spent.append(time.perf_counter() - t)
+
+            setattr(cb, name, timed)
+        return spent
+
+    rows = []
+    epochs = 3 if quick else 5
+    for blocking in (False, True):
+        with_cb, without, hooks = [], [], []
+        for run in range(3 if quick else 5):  # alternating runs
+            timer = EpochTimer()
+            model.fit(x, y, batch_size=64, epochs=epochs, verbose=0, callbacks=[timer])
+            without.append(statistics.median(timer.times))
+            cb = ActivationCallback(
+                Probes((x[:8] * 255).astype(np.uint8)),
+                os.path.join(tmp, f"fit_{blocking}_{run}"),
+                layers=["conv1", "conv2", "conv3"],
+                blocking=blocking,
+            )
+            spent = hook_timer(cb)
+            timer = EpochTimer()
+            # The timer runs after the callback: the epoch time includes its hook.
+            model.fit(x, y, batch_size=64, epochs=epochs, verbose=0, callbacks=[cb, timer])
+            with_cb.append(statistics.median(timer.times[1:]))  # epoch 0 builds the logger
+            hooks.append(sum(spent[1:-1]) / max(1, epochs - 1))  # per-epoch hooks, not train end
+        w, wo, h = statistics.median(with_cb), statistics.median(without), statistics.median(hooks)
+        rows.append(("background" if not blocking else "blocking", wo, w, h))
+        print(
+            f"  fit, {'blocking' if blocking else 'background'}: epoch {wo:.3f} s without, "
+            f"{w:.3f} s with (+{(w / wo - 1) * 100:.1f} %); hooks {h * 1000:.1f} ms/epoch "
+            f"({h / wo * 100:.2f} % of the epoch)",
+            file=sys.stderr,
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (CI smoke run)")
+    parser.add_argument("--only", choices=("stall", "fit"), help="run one section")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        stall = [] if args.only == "fit" else bench_stall(args.quick, tmp)
+        fit = [] if args.only == "stall" else bench_fit(args.quick, tmp)
+    print("| workload | floor / plain epoch (s) | with logging (s) | ratio |")
+    print("|---|---|---|---|")
+    for name, floor, stall_s in stall:
+        print(
+            f"| VGG16 18 layers, stall, {name} | {floor:.3f} | {stall_s:.3f} | {stall_s / floor:.2f}x |"
+        )
+    for name, without, with_cb, hooks in fit:
+        print(
+            f"| small CNN fit, {name}: epoch | {without:.3f} | {with_cb:.3f} | "
+            f"{with_cb / without:.3f}x (hooks {hooks / without * 100:.2f} % of the epoch) |"
+        )
+
+
+if __name__ == "__main__":
+    main()
