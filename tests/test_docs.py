@@ -232,3 +232,13 @@ def test_every_written_tag_is_in_the_tags_page(tmp_path):
     missing = sorted(tag for tag in generic if f"`{tag}`" not in page)
     assert not missing, f"tags written but not in docs/guide/tags.md: {missing}"
     assert {"L/mosaic", "L/histogram", "attribution/M/maps", "L/examples_new_fraction"} <= generic
+
+
+def test_api_reference_covers_the_attribution_names():
+    # Rendered one by one: a package member named like its submodule (grad_cam)
+    # would otherwise resolve to the submodule and be left out.
+    from tb_activations import attribution
+
+    page = (DOCS / "api" / "attribution.md").read_text(encoding="utf-8")
+    rendered = set(re.findall(r"^::: tb_activations\.attribution\.\w+\.(\w+)$", page, re.M))
+    assert set(attribution.__all__) <= rendered, set(attribution.__all__) - rendered
