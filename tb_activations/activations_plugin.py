@@ -58,6 +58,7 @@ class ActivationsPlugin(base_plugin.TBPlugin):
             "/palette": self._serve_palette,
             "/image": self._serve_image,
             "/scalars": self._serve_scalars,
+            "/histogram": self._serve_histogram,
             "/predictions": self._serve_predictions,
             "/examples": self._serve_examples,
             "/attribution": self._serve_attribution,
@@ -216,6 +217,24 @@ class ActivationsPlugin(base_plugin.TBPlugin):
             layer = plugin_data.require_str(args, "layer")
             return plugin_data.layer_scalars(
                 self._data_provider, ctx, experiment_id=exp, run=run, layer=layer, cache=self._cache
+            )
+
+        return self._json_route(request, body)
+
+    @wrappers.Request.application
+    def _serve_histogram(self, request):
+        def body(ctx, exp, args):
+            run = plugin_data.require_str(args, "run")
+            layer = plugin_data.require_str(args, "layer")
+            step = plugin_data.require_int(args, "step")
+            return plugin_data.layer_histogram(
+                self._data_provider,
+                ctx,
+                experiment_id=exp,
+                run=run,
+                layer=layer,
+                step=step,
+                cache=self._cache,
             )
 
         return self._json_route(request, body)

@@ -41,6 +41,9 @@ IMAGES_PLUGIN = "images"
 #: Plugin name of scalar data (per-layer measures and drift scores).
 SCALARS_PLUGIN = "scalars"
 
+#: Plugin name of the stock histograms (``<layer>/histogram``, ``[left, right, count]`` rows).
+HISTOGRAMS_PLUGIN = "histograms"
+
 #: ``downsample`` used for every read: "all that the loader kept". Zero
 #: would return nothing, so "keep all" is spelled as a large number.
 READ_ALL = 1_000_000
@@ -213,12 +216,19 @@ def _version(series: Any) -> tuple:
 # Helpers
 
 
-def _read_own_tensors(data_provider: Any, ctx: Any, experiment_id: str, run: str, tag: str):
-    """Every kept step of one tensor tag of this plugin, or ``None`` if the run has no such tag."""
+def _read_own_tensors(
+    data_provider: Any,
+    ctx: Any,
+    experiment_id: str,
+    run: str,
+    tag: str,
+    plugin_name: str = metadata.PLUGIN_NAME,
+):
+    """Every kept step of one tensor tag of ``plugin_name`` (default: this plugin), or ``None``."""
     series = data_provider.read_tensors(
         ctx,
         experiment_id=experiment_id,
-        plugin_name=metadata.PLUGIN_NAME,
+        plugin_name=plugin_name,
         downsample=READ_ALL,
         run_tag_filter=_filter(run, [tag]),
     )
@@ -233,8 +243,9 @@ def _own_tensors_by_step(
     tag: str,
     cache: ReadCache | None,
     series: Any = None,
+    plugin_name: str = metadata.PLUGIN_NAME,
 ) -> dict[int, Any] | None:
-    """``{step: datum}`` of one tensor tag of this plugin (cached), or ``None`` if absent.
+    """``{step: datum}`` of one tensor tag of ``plugin_name`` (cached), or ``None`` if absent.
 
     ``series`` is the tag's listing entry when the caller has it already.
     """
@@ -242,7 +253,7 @@ def _own_tensors_by_step(
         listing = data_provider.list_tensors(
             ctx,
             experiment_id=experiment_id,
-            plugin_name=metadata.PLUGIN_NAME,
+            plugin_name=plugin_name,
             run_tag_filter=_filter(run, [tag]),
         )
         series = listing.get(run, {}).get(tag)
@@ -250,7 +261,7 @@ def _own_tensors_by_step(
         return None
 
     def read() -> dict[int, Any]:
-        data = _read_own_tensors(data_provider, ctx, experiment_id, run, tag) or []
+        data = _read_own_tensors(data_provider, ctx, experiment_id, run, tag, plugin_name) or []
         return {d.step: d for d in data}
 
     def size(value: dict[int, Any]) -> int:
@@ -258,7 +269,8 @@ def _own_tensors_by_step(
 
     if cache is None:
         return read()
-    return cache.get(("tensors", experiment_id, run, tag), _version(series), read, size)
+    key = ("tensors", plugin_name, experiment_id, run, tag)
+    return cache.get(key, _version(series), read, size)
 
 
 def _blob_index(
@@ -881,6 +893,94 @@ def layer_scalars(
         for tag in tags
     ]
     return {"run": run, "layer": layer, "series": series}
+
+
+#: Most buckets a histogram may have to be served (the logger writes at most
+#: 1000; a foreign writer's millions would make an answer of megabytes).
+MAX_HISTOGRAM_BUCKETS = 10_000
+
+#: The flag that keeps every step of the histograms (the Rust loader keeps 100 tensors per tag).
+HISTOGRAMS_SAMPLING_FLAG = "--samples_per_plugin=histograms=100000"
+
+
+def layer_histogram(
+    data_provider,
+    ctx,
+    *,
+    experiment_id: str,
+    run: str,
+    layer: str,
+    step: int,
+    cache: ReadCache | None = None,
+) -> dict[str, Any]:
+    """The distribution of one layer's activations over the probes at one step.
+
+    Read from the ``<layer>/histogram`` tag the logger writes in the stock
+    ``histograms`` plugin's format (``[left, right, count]`` per bucket),
+    through the data provider like every other route. With a ``cache``, the
+    tag is read once per new logged step, not once per call.
+
+    Returns:
+        ``{"run", "layer", "tag", "step", "steps": [kept steps], "buckets":
+        [[left, right, count], ...], "count": total}``; non-finite edges are ``None``.
+
+    Raises:
+        NotFoundError: if the run has no histogram for the layer (logged with
+            ``histogram_bins=0``), the step was not kept, or what is stored is
+            not a numeric ``(k, 3)`` tensor of at most
+            :data:`MAX_HISTOGRAM_BUCKETS` rows (a foreign or broken writer).
+    """
+    tag = metadata.histogram_tag(layer)
+    data = _own_tensors_by_step(
+        data_provider, ctx, experiment_id, run, tag, cache, plugin_name=HISTOGRAMS_PLUGIN
+    )
+    if data is None:
+        raise errors.NotFoundError(
+            f"No histogram for layer {layer!r} in run {run!r}: the logger writes {tag!r} "
+            "when `histogram_bins` > 0."
+        )
+    steps = sorted(data)
+    datum = data.get(step)
+    if datum is None:
+        raise errors.NotFoundError(
+            f"No histogram for layer {layer!r} at step {step}; kept steps: "
+            f"{steps[:20]}{' ...' if len(steps) > 20 else ''}. If steps are missing, "
+            f"restart TensorBoard with {HISTOGRAMS_SAMPLING_FLAG}."
+        )
+    raw = np.asarray(datum.numpy)
+    if (
+        raw.dtype.kind not in "fiu"
+        or raw.ndim != 2
+        or raw.shape[1] != 3
+        or raw.shape[0] > MAX_HISTOGRAM_BUCKETS
+    ):
+        raise errors.NotFoundError(
+            f"The histogram of layer {layer!r} at step {step} is a {raw.dtype} tensor of shape "
+            f"{list(raw.shape)}; expected numeric (k, 3) [left, right, count] rows, "
+            f"k <= {MAX_HISTOGRAM_BUCKETS}."
+        )
+    array = raw.astype(np.float64)
+    counts = array[:, 2]
+    buckets = [
+        [_finite_or_none(left), _finite_or_none(right), _count(count)]
+        for left, right, count in array.tolist()
+    ]
+    return {
+        "run": run,
+        "layer": layer,
+        "tag": tag,
+        "step": step,
+        "steps": steps,
+        "buckets": buckets,
+        "count": _count(float(counts[np.isfinite(counts)].sum())),
+    }
+
+
+def _count(value: float) -> int | float | None:
+    """A bucket count: an int when whole (always, from the logger), else the float, or ``None``."""
+    if not math.isfinite(value):
+        return None
+    return int(value) if value.is_integer() and abs(value) < 2**53 else value
 
 
 def predictions(

@@ -802,3 +802,89 @@ def test_per_channel_scales_come_per_channel(tmp_path):
     # One [lo, hi] per channel: its min and max over the probes.
     assert answer["scale"]["lo"] == pytest.approx(stats[..., 2].min(axis=0).tolist())
     assert answer["scale"]["hi"] == pytest.approx(stats[..., 1].max(axis=0).tolist())
+
+
+# ---------------------------------------------------------------------------
+# Activation histograms (the stock histograms plugin's data, in the Activations tab)
+
+
+def test_histogram_route_is_the_logged_distribution_and_the_stock_tabs(client, logged):
+    from tensorboard.plugins.histogram import histograms_plugin
+
+    answer = get(client, f"/histogram?run={RUN}&layer=conv_b&step=20")
+    assert answer.status_code == 200 and answer.mimetype == "application/json"
+    data = answer.json
+    assert (data["tag"], data["step"], data["steps"]) == ("conv_b/histogram", 20, STEPS)
+    buckets = np.array(data["buckets"], np.float64)
+    assert buckets.shape == (30, 3)  # the logger's default histogram_bins
+    # Known answers: every activation of the 3 probes (8x8x6 each) is counted once,
+    # between the smallest min and the largest max the logger's statistics give.
+    stats = logged["written"][20]["conv_b"]  # (probes, channels, [mean, max, min, std])
+    assert data["count"] == buckets[:, 2].sum() == 3 * 8 * 8 * 6
+    np.testing.assert_allclose(buckets[0, 0], stats[..., 2].min(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(buckets[-1, 1], stats[..., 1].max(), rtol=1e-5)
+    np.testing.assert_allclose(buckets[1:, 0], buckets[:-1, 1])  # contiguous bins
+    # Bucket for bucket what TensorBoard's own Histograms tab serves.
+    provider = logged["provider"]
+    context = base_plugin.TBContext(data_provider=provider, logdir=logged["dir"])
+    stock = werkzeug_test.Client(
+        application.TensorBoardWSGI(
+            [histograms_plugin.HistogramsPlugin(context)], data_provider=provider
+        )
+    )
+    stock_data = stock.get(f"/data/plugin/histograms/histograms?run={RUN}&tag=conv_b/histogram")
+    by_step = {step: bs for _, step, bs in stock_data.json}
+    assert sorted(by_step) == STEPS
+    np.testing.assert_allclose(buckets, np.array(by_step[20], np.float64))
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "message"),
+    [
+        (f"run={RUN}&layer=conv_b", 400, b"`step`"),
+        (f"run={RUN}&layer=conv_b&step=x", 400, b"`step`"),
+        ("layer=conv_b&step=0", 400, b"`run`"),
+        (f"run={RUN}&layer=conv_b&step=15", 404, b"kept steps: [0, 10, 20, 30]"),
+        (f"run={RUN}&layer=nope&step=0", 404, b"histogram_bins"),
+        ("run=nope&layer=conv_b&step=0", 404, b"No histogram"),
+        (f"run={RUN}&layer=conv_b/histogram&step=0", 404, b"No histogram"),
+    ],
+)
+def test_histogram_route_refuses_what_it_cannot_show(client, query, status, message):
+    response = get(client, f"/histogram?{query}")
+    assert response.status_code == status, response.data
+    assert response.mimetype == "text/plain" and message in response.data
+
+
+def test_histogram_reads_are_kept_and_a_run_without_histograms_says_so(tmp_path):
+    import keras
+
+    from tb_activations import ActivationLogger, Probes
+
+    inputs = keras.Input((4, 4, 1))
+    model = keras.Model(inputs, keras.layers.Activation("relu", name="c")(inputs))
+    x = np.linspace(-1, 1, 32, dtype=np.float32).reshape(2, 4, 4, 1)
+    for run, bins in (("with", 4), ("without", 0)):
+        with ActivationLogger(
+            model, Probes(x), str(tmp_path), run_name=run, layers=["c"], views=["mosaic"],
+            histogram_bins=bins,
+        ) as logger:  # fmt: skip
+            logger.log(0)
+            logger.log(1)
+    real, _ = make_provider(str(tmp_path))
+    provider = CountingProvider(real)
+    client = make_client(provider, str(tmp_path))
+    for step in (0, 1, 0, 1):
+        answer = get(client, f"/histogram?run=with&layer=c&step={step}")
+        assert answer.status_code == 200
+        # relu of linspace(-1, 1, 32): 16 zeros and (2i + 1) / 31 for i < 16; 4 bins over [0, 1].
+        assert answer.json["buckets"] == [
+            [0.0, 0.25, 20],  # the zeros and 1/31 .. 7/31
+            [0.25, 0.5, 4],
+            [0.5, 0.75, 4],
+            [0.75, 1.0, 4],
+        ]
+        assert answer.json["count"] == 32
+    assert provider.reads.count(("read_tensors", ("c/histogram",))) == 1
+    none = get(client, "/histogram?run=without&layer=c&step=0")
+    assert none.status_code == 404 and b"histogram_bins" in none.data

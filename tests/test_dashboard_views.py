@@ -93,6 +93,15 @@ def test_shared_url_keyboard_zoom_theme_and_charts(browser, server, log_dir):  #
         ".textContent.startsWith('step ')"
     )
 
+    # The activation histogram beside them: the shown step's bars, the bucket on hover.
+    hist = frame.wait_for_selector(f"#tba-histogram[data-step='{STEPS[2]}'] svg .tba-hist-bar")
+    assert frame.eval_on_selector("#tba-histogram svg", "s => s.getAttribute('aria-label')")
+    assert frame.eval_on_selector_all("#tba-histogram .tba-hist-bar", "bs => bs.length") == 30
+    hist.hover()
+    frame.wait_for_function(
+        "document.querySelector('#tba-histogram .tba-chart-readout').textContent.startsWith('[')"
+    )
+
     # The colour bar: the step's scale the logger wrote, then stretched to the probe.
     frame.wait_for_selector("#tba-colorbar:not([hidden])")
     label = frame.eval_on_selector("#tba-colorbar", "e => e.getAttribute('aria-label')")

@@ -39,6 +39,7 @@ ROUTES = {
     "/palette": {"run": "str", "layer": "str"},
     "/image": {"run": "str", "tag": "str", "step": "int", "index": "int"},
     "/scalars": {"run": "str", "layer": "str"},
+    "/histogram": {"run": "str", "layer": "str", "step": "int"},
     "/predictions": {"run": "str"},
 }
 VALID = {
@@ -263,6 +264,7 @@ def broken_client(tmp_path_factory):
     """A run whose data under the plugin's name is broken in the ways foreign writers break it."""
     import numpy as np
     from tensorboard.compat.proto import summary_pb2
+    from tensorboard.plugins.histogram import metadata as histogram_metadata
     from tensorboard.util import tensor_util
 
     from tb_activations import metadata, summary
@@ -281,9 +283,22 @@ def broken_client(tmp_path_factory):
             tag=tag, metadata=md, tensor=tensor_util.make_tensor_proto(array)
         )
 
+    def histogram(tag, array):
+        md = histogram_metadata.create_summary_metadata(display_name=tag, description="")
+        md.data_class = summary_pb2.DATA_CLASS_TENSOR
+        return summary_pb2.Summary.Value(
+            tag=tag, metadata=md, tensor=tensor_util.make_tensor_proto(array)
+        )
+
     writer.write(
         0,
         [
+            # Histograms (stock plugin "histograms") a foreign writer got wrong:
+            # strings, two columns, too many buckets; and one with NaN edges.
+            histogram("s/histogram", np.array([[b"a", b"b", b"c"]])),
+            histogram("g/histogram", np.ones((4, 2), np.float64)),
+            histogram("h/histogram", np.ones((10_001, 3), np.float32)),
+            histogram("n/histogram", np.array([[np.nan, 1.0, 2.0], [1.0, np.inf, np.nan]])),
             # A string tensor where float channel statistics belong.
             raw("s/channel_stats", np.array([b"x", b"y"]), good),
             # Layer content a foreign writer got wrong.
@@ -311,6 +326,10 @@ def broken_client(tmp_path_factory):
         ("/steps?run=broken&layer=g", 404),
         ("/channel?run=broken&layer=h&probe=0&channel=0&steps=0", 404),
         ("/predictions?run=broken", 200),
+        ("/histogram?run=broken&layer=s&step=0", 404),
+        ("/histogram?run=broken&layer=g&step=0", 404),
+        ("/histogram?run=broken&layer=h&step=0", 404),
+        ("/histogram?run=broken&layer=n&step=0", 200),
     ],
 )
 def test_broken_data_under_the_plugin_name_is_4xx_or_data(broken_client, path, status):
@@ -329,6 +348,11 @@ def test_broken_data_is_reported_not_shown(broken_client):
     predictions = broken_client.get(f"{ROUTE}/predictions?run=broken").json
     assert predictions["num_classes"] == 0 and predictions["steps"] == []
     assert predictions["class_names"] is None
+    histogram = broken_client.get(f"{ROUTE}/histogram?run=broken&layer=g&step=0")
+    assert b"expected numeric (k, 3)" in histogram.data
+    nan_edges = broken_client.get(f"{ROUTE}/histogram?run=broken&layer=n&step=0").json
+    assert nan_edges["buckets"] == [[None, 1.0, 2], [1.0, None, None]]
+    assert nan_edges["count"] == 2
 
 
 def test_a_data_server_not_ready_is_503_with_a_message():

@@ -14,6 +14,7 @@ import {el} from './static/dom.js';
 import {DriftPanel} from './static/drift.js';
 import {ChannelsPanel, ExamplesPanel} from './static/examples.js';
 import {ExplainPanel} from './static/explain.js';
+import {HistogramPanel} from './static/histogram.js';
 import {MosaicPanel} from './static/mosaic.js';
 import {OverviewPanel} from './static/overview.js';
 import {PredictionsPanel} from './static/predictions.js';
@@ -24,7 +25,7 @@ export {cellRect, channelAt} from './static/geometry.js';
 
 /** The panels, in page order within their column (each panel names its column). */
 export const PANELS = [
-  MosaicPanel, ChannelPanel, ExamplesPanel, OverviewPanel, StripsPanel, ChannelsPanel, DriftPanel, PredictionsPanel,
+  MosaicPanel, ChannelPanel, ExamplesPanel, OverviewPanel, StripsPanel, ChannelsPanel, DriftPanel, HistogramPanel, PredictionsPanel,
   ExplainPanel,
 ];
 
