@@ -234,6 +234,7 @@ class ActivationsPlugin(base_plugin.TBPlugin):
                 run=run,
                 layer=layer,
                 step=step,
+                nearest=plugin_data.optional_flag(args, "nearest"),
                 cache=self._cache,
             )
 

@@ -128,6 +128,23 @@ def require_int(args: Mapping[str, str], name: str, *, minimum: int = 0) -> int:
     return value
 
 
+def optional_flag(args: Mapping[str, str], name: str) -> bool:
+    """The optional flag ``name`` of ``args``: ``1`` or ``true`` is on; absent, ``0`` or ``false`` off.
+
+    Raises:
+        InvalidArgumentError: for any other value.
+    """
+    raw = args.get(name)
+    if raw is None or raw in ("0", "false"):
+        return False
+    if raw in ("1", "true"):
+        return True
+    raise errors.InvalidArgumentError(
+        f"Invalid value for parameter `{name}`. Expected 0, 1, false or true. "
+        f"Received: {raw[:100]!r}"
+    )
+
+
 def require_steps(args: Mapping[str, str], name: str = "steps", *, limit: int = 200) -> list[int]:
     """The comma-separated steps ``name`` of ``args``: at most ``limit`` integers >= 0.
 
@@ -911,6 +928,7 @@ def layer_histogram(
     run: str,
     layer: str,
     step: int,
+    nearest: bool = False,
     cache: ReadCache | None = None,
 ) -> dict[str, Any]:
     """The distribution of one layer's activations over the probes at one step.
@@ -920,9 +938,16 @@ def layer_histogram(
     through the data provider like every other route. With a ``cache``, the
     tag is read once per new logged step, not once per call.
 
+    Args:
+        nearest: When ``step`` was not kept (TensorBoard's Rust loader keeps
+            100 steps of a tensor tag by default), answer the last kept step
+            before it (or the first kept step) instead of raising.
+
     Returns:
-        ``{"run", "layer", "tag", "step", "steps": [kept steps], "buckets":
-        [[left, right, count], ...], "count": total}``; non-finite edges are ``None``.
+        ``{"run", "layer", "tag", "step", "requested_step", "steps": [kept
+        steps], "buckets": [[left, right, count], ...], "count": total}``;
+        ``step`` is the step answered, ``requested_step`` the one asked for;
+        non-finite edges are ``None``.
 
     Raises:
         NotFoundError: if the run has no histogram for the layer (logged with
@@ -940,6 +965,10 @@ def layer_histogram(
             "when `histogram_bins` > 0."
         )
     steps = sorted(data)
+    requested = step
+    if nearest and step not in data and steps:
+        before = [s for s in steps if s < step]
+        step = before[-1] if before else steps[0]
     datum = data.get(step)
     if datum is None:
         raise errors.NotFoundError(
@@ -970,6 +999,7 @@ def layer_histogram(
         "layer": layer,
         "tag": tag,
         "step": step,
+        "requested_step": requested,
         "steps": steps,
         "buckets": buckets,
         "count": _count(float(counts[np.isfinite(counts)].sum())),

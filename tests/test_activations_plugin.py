@@ -848,12 +848,25 @@ def test_histogram_route_is_the_logged_distribution_and_the_stock_tabs(client, l
         (f"run={RUN}&layer=nope&step=0", 404, b"histogram_bins"),
         ("run=nope&layer=conv_b&step=0", 404, b"No histogram"),
         (f"run={RUN}&layer=conv_b/histogram&step=0", 404, b"No histogram"),
+        (f"run={RUN}&layer=conv_b&step=0&nearest=yes", 400, b"`nearest`"),
+        (f"run={RUN}&layer=conv_b&step=15&nearest=0", 404, b"kept steps"),
+        ("run=nope&layer=conv_b&step=0&nearest=1", 404, b"No histogram"),
     ],
 )
 def test_histogram_route_refuses_what_it_cannot_show(client, query, status, message):
     response = get(client, f"/histogram?{query}")
     assert response.status_code == status, response.data
     assert response.mimetype == "text/plain" and message in response.data
+
+
+@pytest.mark.parametrize(
+    ("requested", "answered"), [(15, 10), (10, 10), (9, 0), (1000, 30), (0, 0)]
+)
+def test_histogram_nearest_answers_the_last_kept_step_before(client, requested, answered):
+    data = get(client, f"/histogram?run={RUN}&layer=conv_b&step={requested}&nearest=1").json
+    assert (data["step"], data["requested_step"]) == (answered, requested)
+    exact = get(client, f"/histogram?run={RUN}&layer=conv_b&step={answered}").json
+    assert data["buckets"] == exact["buckets"]
 
 
 def test_histogram_reads_are_kept_and_a_run_without_histograms_says_so(tmp_path):

@@ -130,7 +130,7 @@ export class HistogramPanel {
     const key = JSON.stringify([run, layer, step]);
     let promise = this.answers.get(key);
     if (!promise) {
-      promise = this.app.getJson('histogram', {run, layer, step}).catch((error) => {
+      promise = this.app.getJson('histogram', {run, layer, step, nearest: 1}).catch((error) => {
         if (error.status !== 404) this.answers.delete(key); // a 404 stays one; try the rest again
         return {error};
       });
@@ -159,8 +159,13 @@ export class HistogramPanel {
       return;
     }
     this.chart.dataset.step = String(answer.step);
+    // TensorBoard kept fewer steps of the histogram than of the mosaics: say which one this is.
+    const sampled = answer.step !== answer.requested_step
+      ? ` (step ${answer.requested_step} was not kept: restart TensorBoard with ` +
+        '--samples_per_plugin=histograms=100000 to keep every step)'
+      : '';
     setChildren(this.caption,
-      `${answer.tag} at step ${answer.step}: ${answer.count} values over the probes. ` +
+      `${answer.tag} at step ${answer.step}${sampled}: ${answer.count} values over the probes. ` +
         "TensorBoard's Histograms and Distributions tabs show it over steps.");
     setChildren(this.chart, answer.buckets.length
       ? histogramChart(answer.buckets, {log: this.log.checked, label: `${answer.tag} at step ${answer.step}`})
