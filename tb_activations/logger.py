@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import weakref
@@ -12,16 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from tb_activations import metadata
-from tb_activations.colormaps import palette
-from tb_activations.diagnostics import FIXED_SCALES, Diagnostics, prediction_head
-from tb_activations.encode import (
-    DEFAULT_COMPRESS_LEVEL,
-    default_executor,
-    encode_jpeg,
-    encode_palette_png,
-    encode_rgb_png,
-)
+from tb_activations import metadata, run_session, step_render
+from tb_activations.diagnostics import Diagnostics, prediction_head
+from tb_activations.encode import DEFAULT_COMPRESS_LEVEL
 from tb_activations.layer_selection import (
     LayerInfo,
     LayerSpec,
@@ -31,66 +23,25 @@ from tb_activations.layer_selection import (
     selects_by_shape,
     warn_if_costly,
 )
+from tb_activations.logger_options import MAX_PROBES, check_options, check_probe_count
 from tb_activations.probes import Probes
-from tb_activations.render import (
-    DEFAULT_MAX_SIZE,
-    NORMALIZE,
-    Grid,
-    fit_images,
-    fit_overlay_display,
-    render_views,
-    value_range,
-    value_range_from_stats,
-)
-from tb_activations.stats import RANK_BY, ChannelStats, channel_stats, top_channels
+from tb_activations.render import DEFAULT_MAX_SIZE, fit_overlay_display
+from tb_activations.run_session import LAYOUT_FIELDS, RunLayoutError
+from tb_activations.stats import ChannelStats
+from tb_activations.step_render import LayerRecord
 from tb_activations.step_worker import StepWorker
-from tb_activations.summary import (
-    SummaryWriter,
-    first_plugin_contents,
-    float_tensor_value,
-    histogram_value,
-    image_value,
-    run_files,
-    scalar_value,
-)
+from tb_activations.summary import SummaryWriter, histogram_value, scalar_value
 
-#: Most probes one logger takes: they all go through one forward pass, and every
-#: step writes each layer's images once per probe (thousands of probes, e.g. a
-#: training set passed by mistake, would run out of memory).
-MAX_PROBES = 256
-
-#: Layer content fields that must not change within a run: TensorBoard keeps the
-#: first metadata of a tag, so the dashboard would read new data with the old layout.
-LAYOUT_FIELDS = (
-    "layer",
-    "class_name",
-    "shape",
-    "probes",
-    "labels",
-    "grid",
-    "top_k",
-    "rank_by",
-    "colormap",
-    "normalize",
-    "stats_fields",
-)
-
-
-class RunLayoutError(ValueError):
-    """A run holds layers in another layout than a logger would write (see :meth:`ActivationLogger.check_run`).
-
-    Attributes:
-        reason: What differs, and why it cannot be written there.
-        fresh_run_name: A ``run_name`` not used yet in the log directory.
-    """
-
-    def __init__(self, reason: str, fresh_run_name: str) -> None:
-        super().__init__(
-            f"{reason} Pass a fresh `run_name` (e.g. run_name={fresh_run_name!r}) or log to an "
-            "empty log directory."
-        )
-        self.reason = reason
-        self.fresh_run_name = fresh_run_name
+# Defined in the modules of each job, importable from here as before.
+__all__ = [
+    "LAYOUT_FIELDS",
+    "MAX_PROBES",
+    "ActivationLogger",
+    "LayerRecord",
+    "RunLayoutError",
+    "check_probe_count",
+    "shared_extractor",
+]
 
 
 @dataclass(frozen=True)
@@ -99,25 +50,6 @@ class _Captured:
 
     result: Any  # extraction.ExtractionResult
     attribution: list
-
-
-@dataclass(frozen=True)
-class LayerRecord:
-    """What one ``log()`` computed for one layer (returned to the caller, plain data).
-
-    Attributes:
-        info: The layer.
-        stats: Per-channel statistics.
-        top: int ``(N, k)`` top channels per probe, strongest first.
-        grid: Mosaic geometry in PNG pixels.
-        scale: ``(lo, hi)`` colour scale used.
-    """
-
-    info: LayerInfo
-    stats: ChannelStats
-    top: np.ndarray
-    grid: Grid
-    scale: tuple[Any, Any]
 
 
 class ActivationLogger:
@@ -291,72 +223,22 @@ class ActivationLogger:
         histogram_bins: int = 30,
         blocking: bool = True,
     ) -> None:
-        from tb_activations.extraction import MAX_HISTOGRAM_BINS
-
-        if (
-            isinstance(histogram_bins, bool)
-            or not isinstance(histogram_bins, int)
-            or not 0 <= histogram_bins <= MAX_HISTOGRAM_BINS
-        ):
-            raise ValueError(
-                "Invalid value for argument `histogram_bins`. Expected an int in "
-                f"0..{MAX_HISTOGRAM_BINS} (0: no histograms). Received: histogram_bins={histogram_bins!r}"
-            )
+        views = check_options(
+            log_dir=log_dir,
+            run_name=run_name,
+            histogram_bins=histogram_bins,
+            top_k=top_k,
+            rank_by=rank_by,
+            normalize=normalize,
+            views=views,
+            alpha=alpha,
+            max_image_size=max_image_size,
+            overlay_format=overlay_format,
+            overlay_quality=overlay_quality,
+            compress_level=compress_level,
+            colormap=colormap,
+        )
         self.histogram_bins = histogram_bins
-        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
-            raise ValueError(
-                f"Invalid value for argument `top_k`. Expected a positive int. Received: top_k={top_k!r}"
-            )
-        if rank_by not in RANK_BY:
-            raise ValueError(
-                f"Invalid value for argument `rank_by`. Expected one of {RANK_BY}. Received: rank_by={rank_by!r}"
-            )
-        if normalize not in NORMALIZE + FIXED_SCALES:
-            raise ValueError(
-                f"Invalid value for argument `normalize`. Expected one of {NORMALIZE + FIXED_SCALES}. Received: normalize={normalize!r}"
-            )
-        views = tuple(views)
-        bad = [v for v in views if v not in metadata.VIEWS]
-        if bad or not views:
-            raise ValueError(
-                f"Invalid value for argument `views`. Expected a non-empty subset of {metadata.VIEWS}. Received: views={views!r}"
-            )
-        if not 0.0 <= float(alpha) <= 1.0:
-            raise ValueError(
-                f"Invalid value for argument `alpha`. Expected a float in [0, 1]. Received: alpha={alpha!r}"
-            )
-        if not isinstance(max_image_size, int) or max_image_size < 16:
-            raise ValueError(
-                f"Invalid value for argument `max_image_size`. Expected an int >= 16. Received: max_image_size={max_image_size!r}"
-            )
-        if overlay_format not in ("jpeg", "png"):
-            raise ValueError(
-                f"Invalid value for argument `overlay_format`. Expected 'jpeg' or 'png'. Received: overlay_format={overlay_format!r}"
-            )
-        if (
-            isinstance(overlay_quality, bool)
-            or not isinstance(overlay_quality, int)
-            or not 1 <= overlay_quality <= 95
-        ):
-            # Pillow: "values above 95 should be avoided"; 100 disables parts of JPEG's compression.
-            raise ValueError(
-                f"Invalid value for argument `overlay_quality`. Expected an int in 1..95. Received: overlay_quality={overlay_quality!r}"
-            )
-        if not isinstance(compress_level, int) or not 0 <= compress_level <= 9:
-            raise ValueError(
-                f"Invalid value for argument `compress_level`. Expected an int in 0..9. Received: compress_level={compress_level!r}"
-            )
-        if (
-            not isinstance(run_name, str)
-            or not run_name
-            or os.path.isabs(run_name)
-            or ".." in run_name.split("/")
-        ):
-            raise ValueError(
-                f"Invalid value for argument `run_name`. Expected a relative folder name. Received: run_name={run_name!r}"
-            )
-        palette(colormap)  # fail now on an unknown colormap, not at the first log()
-        _check_log_dir(os.path.join(os.fspath(log_dir), run_name))
 
         if not isinstance(probes, Probes):
             probes = Probes(probes)
@@ -642,8 +524,8 @@ class ActivationLogger:
             )
             values.extend(captured.attribution)
             if not self._probes_written:
-                values.append(self._probe_images())
-                self._warn_no_cka(acts)
+                values.append(step_render.probe_images(self))
+                step_render.warn_no_cka(self, acts)
             now = time.perf_counter()
             values.extend(
                 self._timing_values(
@@ -658,13 +540,13 @@ class ActivationLogger:
             raise
         if not self._layout_checked:
             try:
-                self._check_layout(_layer_contents(values))
+                run_session.check_layout(self, run_session.layer_contents(values))
             except BaseException:
                 self._diagnostics.rollback(checkpoint[0])
                 self._fixed_scales = checkpoint[1]
                 raise
         try:
-            session = self._session_start_step(step)
+            session = run_session.session_start_step(self, step)
             if session is not None:
                 self._writer.start_session(session)
             self._writer.write(step, values)
@@ -711,31 +593,13 @@ class ActivationLogger:
             )
         return values
 
-    def _session_start_step(self, step: int) -> int | None:
-        """The step of the ``SessionLog.START`` to write before this step's event, or ``None``.
-
-        A START makes TensorBoard drop everything the run holds from its step
-        on, in every tag, so it is written only where that is what was meant:
-        the run's first event (the Python loader counts restarts from there);
-        this logger going back (a fit restarted from an older checkpoint); a
-        new process writing to a run an earlier process wrote (a restart, or a
-        continuation with nothing to drop). Never when another logger of this
-        process writes the same run: its steps may count batches, not epochs.
-        """
-        if not self._needs_start:
-            return None
-        start = step if self._restart_step is None else min(self._restart_step, step)
-        if self._max_step is not None:
-            return start if start <= self._max_step else None
-        files, foreign = run_files(self.run_dir)
-        return start if not files or foreign else None
+    # -- the run: sessions and layout (tb_activations.run_session) -------------
 
     def _begin_session(self, step: int) -> None:
         """Training (re)starts at ``step``: the next log() supersedes what this run holds from
         ``step`` on (a ``fit`` resumed from an older checkpoint)."""
         self._drain()  # the session state belongs to the worker until it is idle
-        if self.session_start:
-            self._needs_start, self._restart_step = True, int(step)
+        run_session.begin_session(self, step)
 
     def check_run(self) -> None:
         """Raise now if the run holds layers in another layout than this logger writes.
@@ -748,98 +612,12 @@ class ActivationLogger:
             RunLayoutError: a ``ValueError`` naming the layers, what differs, and a
                 fresh ``run_name``.
         """
-        if self._layout_checked or self._closed:
-            return
-        files, _ = run_files(self.run_dir)
-        if not files:
-            return  # nothing to clash with yet; log() checks again before writing
-        from tb_activations.render import render_views
-
-        # The traced pass of log(), on one probe: no second trace.
-        acts = self.extractor.run_with_summaries(self.probes.inputs[:1]).activations
-        contents = {}
-        for info in self.layers:
-            a = acts[info.path]
-            k = min(self.top_k, a.shape[-1])
-            grid = render_views(
-                np.zeros(a.shape, np.float32),
-                self._overlay_display()[:1],
-                np.zeros((1, k), np.int64),
-                (0.0, 1.0),
-                views=("mosaic",),
-                max_size=self.max_image_size,
-            ).grid
-            contents[metadata.stats_tag(info.path)] = self._layer_content(info, a.shape[1:], grid)
-        self._check_layout(contents)
-
-    def _check_layout(self, contents: dict[str, dict[str, Any]]) -> None:
-        """Compare this logger's layer contents with the first ones the run holds."""
-        held = first_plugin_contents(self.run_dir, list(contents))
-        clashes = []
-        for tag, new in contents.items():
-            old = held.get(tag)
-            if old is None:
-                continue
-            diff = [f for f in LAYOUT_FIELDS if old.get(f) != new.get(f)]
-            if diff:
-                what = "; ".join(f"{f} {old.get(f)!r} -> {new.get(f)!r}" for f in diff[:3])
-                clashes.append(f"{new.get('layer', tag)!r} ({what})")
-        if clashes:
-            raise RunLayoutError(
-                f"Cannot log into run {self.run_dir!r}: it already holds "
-                f"{len(clashes)} of these layers in another layout: {', '.join(clashes[:3])}"
-                f"{' ...' if len(clashes) > 3 else ''}. TensorBoard keeps only the first layout "
-                "of a tag, so the dashboard would show the new data with the old geometry and "
-                "probes.",
-                self._fresh_run_name(),
-            )
-        self._layout_checked = True
-
-    def _fresh_run_name(self) -> str:
-        from tb_activations.summary import gfile
-
-        i = 2
-        while gfile().exists(os.path.join(self.log_dir, f"{self.run_name}_{i}")):
-            i += 1
-        return f"{self.run_name}_{i}"
+        run_session.check_run(self)
 
     def _abandon_event_file(self) -> None:
         """Close the event file after a failed write: later steps go to a new file, so a
         partial record at the end of this one hides nothing written after it."""
-        import contextlib
-
-        # Already failing: the write's error is the one raised, not the close's.
-        with contextlib.suppress(Exception):
-            self._writer.close()
-        self._writer = SummaryWriter(self.run_dir)
-
-    def _warn_no_cka(self, acts: dict[str, np.ndarray]) -> None:
-        """Warn once (at the first log) about the layers that get no CKA, and why."""
-        import warnings
-
-        short = [p for p, a in acts.items() if self._no_cka_note(a.shape[1:])]
-        if short:
-            note = self._no_cka_note(acts[short[0]].shape[1:])
-            warnings.warn(
-                f"tb_activations: no CKA drift for {len(short)} layer(s) "
-                f"({', '.join(short[:5])}{' ...' if len(short) > 5 else ''}): too few samples. "
-                f"{short[0]}: {note}",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-
-    def _probe_images(self):
-        """The probes' display images, written once per logger, for the dashboard's overlays."""
-        display = fit_images(self.probes.display, self.max_image_size, self.max_image_size)
-        pngs = [encode_rgb_png(img, self.compress_level) for img in display]
-        names = ", ".join(self.probes.names)
-        return image_value(
-            metadata.PROBE_IMAGES_TAG,
-            pngs,
-            width=display.shape[2],
-            height=display.shape[1],
-            description=f"The probe images, in order: {names}.",
-        )
+        run_session.abandon_event_file(self)
 
     def log_examples(self, step: int, *, pool: Any = None) -> Any:
         """Stream the example pool; write each channel's top examples at ``step``.
@@ -891,7 +669,7 @@ class ActivationLogger:
         self._diagnostics.pin(result.activations, result.grams)
         if self.normalize == "first":
             self._fixed_scales = {
-                i.path: self._scale_of(i, result.activations[i.path], result.stats[i.path])
+                i.path: step_render.scale_of(i, result.activations[i.path], result.stats[i.path])
                 for i in self.layers
             }
 
@@ -933,7 +711,7 @@ class ActivationLogger:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    # -- rendering ------------------------------------------------------------
+    # -- rendering (tb_activations.step_render) -------------------------------
 
     def _render_all(
         self,
@@ -943,48 +721,8 @@ class ActivationLogger:
         mean_maps: dict[str, np.ndarray] | None = None,
         levels: dict[str, np.ndarray] | None = None,
     ) -> tuple[dict[str, LayerRecord], list]:
-        if self._executor is None:
-            self._executor = default_executor()
-        records: dict[str, LayerRecord] = {}
-        encoded: list = []  # futures, in slot order
-        slots: list[tuple[str, str, int, int, str]] = []
-        values: list = []
-        pal = palette(self.colormap)
-        for info in self.layers:
-            a = acts[info.path]
-            stats = (
-                ChannelStats.from_reduced(reduced[info.path], a.shape[1] * a.shape[2])
-                if reduced is not None
-                and a.shape[-1] > 0
-                # A float32 sum overflowed on the device (finite values near 3e38):
-                # this layer's statistics are redone on the host in float64.
-                and np.isfinite(reduced[info.path]).all()
-                else None
-            )
-            means = None if mean_maps is None else mean_maps[info.path]
-            # Device levels exist only where they match this layer's scale: the extractor
-            # makes them for normalize="layer" alone, and drops a layer whose statistics
-            # are not finite (then `stats` is None and the host redoes both).
-            q = None if levels is None else levels.get(info.path)
-            record, layer_jobs, layer_slots = self._render_layer(
-                info, a, pal, step, stats, means, q
-            )
-            records[info.path] = record
-            # Encoding starts now, in the pool, while the next layers are rendered.
-            encoded.extend(self._executor.submit(fn, *args) for fn, *args in layer_jobs)
-            slots.extend(layer_slots)
-            values.extend(self._layer_values(record, a))
-        pngs = [future.result() for future in encoded]
-        # Group the PNGs of each (layer, view) into one image summary.
-        start = 0
-        for tag, desc, width, height, count in slots:
-            values.append(
-                image_value(
-                    tag, pngs[start : start + count], width=width, height=height, description=desc
-                )
-            )
-            start += count
-        return records, values
+        """Render one step's layers: see :func:`~tb_activations.step_render.render_step`."""
+        return step_render.render_step(self, acts, step, reduced, mean_maps, levels)
 
     def _render_layer(
         self,
@@ -995,196 +733,9 @@ class ActivationLogger:
         stats: ChannelStats | None = None,
         mean_maps: np.ndarray | None = None,
         levels: np.ndarray | None = None,
-    ):
-        n, c = a.shape[0], a.shape[-1]
-        if c == 0:
-            raise ValueError(
-                f"Layer {info.path!r} has an output with zero channels (shape {a.shape[1:]}); nothing to render."
-            )
-        if stats is None:
-            stats = channel_stats(a)
-        top = top_channels(stats.by(self.rank_by), self.top_k)
-        lo, hi = self._scale(info, a, stats)
-        rendered = render_views(
-            a,
-            self._overlay_display(),
-            top,
-            (lo, hi),
-            views=self.views,
-            colormap=self.colormap,
-            alpha=self.alpha,
-            max_size=self.max_image_size,
-            mean_maps=mean_maps,
-            all_finite=stats.nonfinite_count == 0,
-            levels=levels,
-        )
-        grid = rendered.grid
-        record = LayerRecord(info=info, stats=stats, top=top, grid=grid, scale=(lo, hi))
-        jobs: list[tuple] = []
-        slots: list[tuple] = []
-        desc = self._description(info, a.shape[1:], stats)
-        for view, images in (("mosaic", rendered.mosaic), ("topk", rendered.topk)):
-            if images is not None:
-                jobs += [(encode_palette_png, img, pal, self.compress_level) for img in images]
-                tag = metadata.view_tag(info.path, view)
-                slots.append((tag, desc, images.shape[2], images.shape[1], n))
-        if rendered.overlay is not None:
-            if self.overlay_format == "jpeg":
-                jobs += [(encode_jpeg, p, self.overlay_quality) for p in rendered.overlay]
-            else:
-                jobs += [(encode_rgb_png, p, self.compress_level) for p in rendered.overlay]
-            height, width = rendered.overlay.shape[1:3]
-            slots.append((metadata.view_tag(info.path, "overlay"), desc, width, height, n))
-        return record, jobs, slots
-
-    def _scale(
-        self, info: LayerInfo, a: np.ndarray, stats: ChannelStats | None = None
-    ) -> tuple[Any, Any]:
-        """The ``(lo, hi)`` colour scale of layer ``info`` for activations ``a`` at this step."""
-
-        def scale(mode: str) -> tuple[Any, Any]:
-            # From the reduced statistics when there are some: no pass over `a`.
-            return value_range(a, mode) if stats is None else value_range_from_stats(stats, mode)
-
-        if self.normalize not in FIXED_SCALES:
-            return scale(self.normalize)
-        lo, hi = scale("layer")
-        fixed = self._fixed_scales.get(info.path)
-        if fixed is None or self.normalize == "running_max":
-            if fixed is not None:
-                lo, hi = np.minimum(fixed[0], lo), np.maximum(fixed[1], hi)
-            fixed = self._fixed_scales[info.path] = (lo, hi)
-        return fixed
-
-    @staticmethod
-    def _scale_of(info: LayerInfo, a: np.ndarray, reduced: np.ndarray) -> tuple[Any, Any]:
-        """The layer scale of ``a`` from its device-reduced statistics (host pass if they overflowed)."""
-        if a.shape[-1] == 0 or not np.isfinite(reduced).all():
-            return value_range(a, "layer")
-        stats = ChannelStats.from_reduced(reduced, a.shape[1] * a.shape[2])
-        return value_range_from_stats(stats, "layer")
-
-    def _layer_values(self, record: LayerRecord, a: np.ndarray) -> list:
-        info, stats = record.info, record.stats
-        # float64: the float32 mean of huge (finite) channel means can overflow.
-        finite_mean = float(np.mean(stats.mean, dtype=np.float64)) if stats.mean.size else 0.0
-        content = self._layer_content(info, a.shape[1:], record.grid)
-        return [
-            scalar_value(
-                metadata.scalar_tag(info.path, "mean_activation"),
-                finite_mean,
-                description=f"Mean activation of `{info.path}` over probes, positions and channels.",
-            ),
-            scalar_value(
-                metadata.scalar_tag(info.path, "dead_fraction"),
-                stats.dead_fraction,
-                description=f"Fraction of channels of `{info.path}` that are zero on every probe.",
-            ),
-            scalar_value(
-                metadata.scalar_tag(info.path, "nonfinite_count"),
-                float(stats.nonfinite_count),
-                description=f"NaN/Inf values in `{info.path}`.",
-            ),
-            float_tensor_value(
-                metadata.stats_tag(info.path),
-                stats.stacked(),
-                content=content,
-                description=f"Per-probe, per-channel mean/max/min/std of `{info.path}`.",
-            ),
-            # The colour scale of this step's views: the dashboard's colour bar.
-            float_tensor_value(
-                metadata.scale_tag(info.path),
-                np.stack(np.broadcast_arrays(*record.scale)),
-                content=metadata.create_scale_content(self.colormap),
-                description=f"Colour scale [lo, hi] of the views of `{info.path}` at this step.",
-            ),
-        ]
-
-    def _no_cka_note(self, shape: tuple) -> str | None:
-        """Why a layer whose maps are ``shape`` ``(H, W, C)`` gets no CKA, or ``None``."""
-        tracker = self._diagnostics.tracker
-        full = (len(self.probes.names), *shape)
-        if tracker is None or tracker.has_cka(full):
-            return None
-        from tb_activations.drift import MIN_CKA_SAMPLES
-
-        n, samples = len(self.probes.names), tracker.samples(full)
-        return (
-            f"No CKA drift: {samples} samples ({n} probes x {samples // max(1, n)} positions), fewer than the {MIN_CKA_SAMPLES} CKA needs to "
-            "mean anything. Log more probes."
-        )
-
-    def _layer_content(self, info: LayerInfo, shape: tuple, grid: Grid) -> dict[str, Any]:
-        """The plugin content of a layer whose maps are ``shape`` ``(H, W, C)``."""
-        content = metadata.create_layer_content(
-            layer=info.path,
-            index=info.index,
-            class_name=info.class_name,
-            shape=shape,
-            probes=self.probes.names,
-            labels=self.probes.labels,
-            grid=grid.as_dict(),
-            top_k=min(self.top_k, shape[-1]),
-            rank_by=self.rank_by,
-            colormap=self.colormap,
-            normalize=self.normalize,
-        )
-        content["views"] = {
-            v: t
-            for v, t in content["views"].items()
-            if v in self.views and (v != "overlay" or shape[0] > 1)
-        }
-        return content
-
-    def _description(self, info: LayerInfo, shape: tuple, stats: ChannelStats) -> str:
-        """The layer's description: what holds at every step only, since TensorBoard keeps
-        a tag's first description (step values go to the scalars and the step's text)."""
-        k = min(self.top_k, shape[-1])
-        lines = [
-            f"**`{info.path}`** ({info.class_name}), output {' x '.join(str(s) for s in shape)}, "
-            f"{shape[-1]} channels.",
-            "",
-            f"Mosaic: every channel; top-k strip: the top {k} channels by {self.rank_by} of each "
-            f"probe at that step (listed per step in `{metadata.CHANNEL_PROBES_TAG}`); dead "
-            f"channels per step in `{metadata.scalar_tag(info.path, 'dead_fraction')}`.",
-        ]
-        note = self._no_cka_note(shape)
-        if note:
-            lines += ["", note]
-        if shape[0] == 1 and "overlay" in self.views:
-            lines += [
-                "",
-                "No overlay: the output is one pixel tall (a 1-D or dense output), with no "
-                "spatial extent to lay over the probe image.",
-            ]
-        lines += [
-            "",
-            "NaN/Inf values, shown in magenta, are counted per step in "
-            f"`{metadata.scalar_tag(info.path, 'nonfinite_count')}`.",
-        ]
-        return "\n".join(lines)
-
-
-def check_probe_count(probes: Probes) -> None:
-    """Raise a clear ``ValueError`` for more than :data:`MAX_PROBES` probes."""
-    n = len(probes.names)
-    if n > MAX_PROBES:
-        raise ValueError(
-            f"Invalid value for argument `probes`: {n} probes, more than the {MAX_PROBES} one "
-            "logger takes. Every log() runs all probes through the model in one pass and writes "
-            "each layer's images once per probe; probes are a few chosen images, not a "
-            "dataset: pass a few, e.g. Probes(x[:16])."
-        )
-
-
-def _layer_contents(values: Sequence[Any]) -> dict[str, dict[str, Any]]:
-    """``{channel_stats tag: plugin content}`` of the summary values of one step."""
-    out = {}
-    for value in values:
-        plugin = value.metadata.plugin_data
-        if plugin.plugin_name == metadata.PLUGIN_NAME and metadata.layer_of_stats_tag(value.tag):
-            out[value.tag] = json.loads(plugin.content.decode("utf-8"))
-    return out
+    ) -> tuple[LayerRecord, list[tuple], list[tuple]]:
+        """Render one layer: see :func:`~tb_activations.step_render.render_layer`."""
+        return step_render.render_layer(self, info, a, pal, step, stats, mean_maps, levels)
 
 
 # (model id, layer paths, input shape, output, levels) -> extractor, while some logger holds it.
@@ -1243,33 +794,6 @@ def _close_quietly(worker: StepWorker) -> None:
             f"{type(err).__name__}: {err}",
             RuntimeWarning,
             stacklevel=1,
-        )
-
-
-def _check_log_dir(run_dir: str) -> None:
-    """Raise a clear ``ValueError`` now if ``run_dir`` can never be created or written.
-
-    Local paths only (``gs://``, ``s3://``... are left to the writer); touches nothing on disk.
-    """
-    if "://" in run_dir:
-        return
-    path = os.path.abspath(run_dir)
-    while not os.path.lexists(path):
-        parent = os.path.dirname(path)
-        if parent == path:
-            return
-        path = parent
-    if not os.path.isdir(path):
-        what = "the run directory" if path == os.path.abspath(run_dir) else "a parent"
-        raise ValueError(
-            f"Invalid value for argument `log_dir`: cannot write events to {run_dir!r}, "
-            f"because {what} {path!r} is a file, not a directory. Pass a directory path "
-            "(it is created if missing)."
-        )
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise ValueError(
-            f"Invalid value for argument `log_dir`: cannot write events to {run_dir!r}: "
-            f"directory {path!r} is not writable by this process."
         )
 
 
