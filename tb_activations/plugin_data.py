@@ -947,11 +947,13 @@ def layer_histogram(
         ``{"run", "layer", "tag", "step", "requested_step", "steps": [kept
         steps], "buckets": [[left, right, count], ...], "count": total}``;
         ``step`` is the step answered, ``requested_step`` the one asked for;
-        non-finite edges are ``None``.
+        non-finite edges are ``None``. A layer of the run without a
+        histogram (logged with ``histogram_bins=0``) answers ``"buckets":
+        None``, ``"step": None`` and no steps.
 
     Raises:
-        NotFoundError: if the run has no histogram for the layer (logged with
-            ``histogram_bins=0``), the step was not kept, or what is stored is
+        NotFoundError: if the run has neither a histogram nor activation data
+            for the layer, the step was not kept, or what is stored is
             not a numeric ``(k, 3)`` tensor of at most
             :data:`MAX_HISTOGRAM_BUCKETS` rows (a foreign or broken writer).
     """
@@ -960,10 +962,27 @@ def layer_histogram(
         data_provider, ctx, experiment_id, run, tag, cache, plugin_name=HISTOGRAMS_PLUGIN
     )
     if data is None:
-        raise errors.NotFoundError(
-            f"No histogram for layer {layer!r} in run {run!r}: the logger writes {tag!r} "
-            "when `histogram_bins` > 0."
+        # A layer logged with histogram_bins=0 (or by an older version) is no error.
+        listing = data_provider.list_tensors(
+            ctx,
+            experiment_id=experiment_id,
+            plugin_name=metadata.PLUGIN_NAME,
+            run_tag_filter=_filter(run, [metadata.stats_tag(layer)]),
         )
+        if metadata.stats_tag(layer) not in listing.get(run, {}):
+            raise errors.NotFoundError(
+                f"No histogram for layer {layer!r} in run {run!r}, and no such layer."
+            )
+        return {
+            "run": run,
+            "layer": layer,
+            "tag": tag,
+            "step": None,
+            "requested_step": step,
+            "steps": [],
+            "buckets": None,
+            "count": 0,
+        }
     steps = sorted(data)
     requested = step
     if nearest and step not in data and steps:

@@ -125,15 +125,24 @@ export class HistogramPanel {
     this.answers.clear(); // Reload: read again
   }
 
-  /** The /histogram answer of a layer at a step (cached), or {error}. */
+  /**
+   * The /histogram answer of a layer at a step, or {error}. Only exact answers
+   * are kept: a step answered by an earlier kept one, or an error, may change
+   * as TensorBoard loads more (the poll asks again, see refreshed()).
+   */
   histogram(run, layer, step) {
     const key = JSON.stringify([run, layer, step]);
     let promise = this.answers.get(key);
     if (!promise) {
-      promise = this.app.getJson('histogram', {run, layer, step, nearest: 1}).catch((error) => {
-        if (error.status !== 404) this.answers.delete(key); // a 404 stays one; try the rest again
-        return {error};
-      });
+      promise = this.app.getJson('histogram', {run, layer, step, nearest: 1}).then(
+        (answer) => {
+          if (answer.step !== answer.requested_step) this.answers.delete(key);
+          return answer;
+        },
+        (error) => {
+          this.answers.delete(key);
+          return {error};
+        });
       this.answers.set(key, promise);
       while (this.answers.size > CACHE_LIMIT) this.answers.delete(this.answers.keys().next().value);
     }
@@ -144,10 +153,22 @@ export class HistogramPanel {
     const key = JSON.stringify([view.run, view.layer.layer, view.step]);
     if (key === this.key) return;
     this.key = key;
-    const answer = await this.histogram(view.run, view.layer.layer, view.step);
+    this.asked = [view.run, view.layer.layer, view.step];
+    await this.load(key);
+  }
+
+  async load(key) {
+    const answer = await this.histogram(...this.asked);
     if (key !== this.key) return; // a newer step or layer was asked for meanwhile
     this.answer = answer;
     this.draw();
+  }
+
+  /** The poll: ask again when the shown answer was not the exact one (it may be there now). */
+  refreshed() {
+    if (this.answer && this.asked && (this.answer.error || this.answer.step !== this.answer.requested_step)) {
+      this.load(this.key);
+    }
   }
 
   draw() {
@@ -156,6 +177,12 @@ export class HistogramPanel {
     if (answer.error) {
       setChildren(this.caption);
       setChildren(this.chart, el('div', {class: 'tba-message', text: answer.error.message ?? String(answer.error)}));
+      return;
+    }
+    if (answer.buckets === null) {
+      setChildren(this.caption);
+      setChildren(this.chart, el('div', {class: 'tba-message', text:
+        'No histogram for this layer: the logger writes one per step when histogram_bins > 0 (30 by default).'}));
       return;
     }
     this.chart.dataset.step = String(answer.step);
