@@ -23,7 +23,12 @@ from tb_activations.layer_selection import (
     selects_by_shape,
     warn_if_costly,
 )
-from tb_activations.logger_options import MAX_PROBES, check_options, check_probe_count
+from tb_activations.logger_options import (
+    MAX_PROBES,
+    check_images_every,
+    check_options,
+    check_probe_count,
+)
 from tb_activations.probes import Probes
 from tb_activations.render import DEFAULT_MAX_SIZE, fit_overlay_display
 from tb_activations.run_session import LAYOUT_FIELDS, RunLayoutError
@@ -170,6 +175,15 @@ class ActivationLogger:
             order, each whole or not at all; a worker's failure is raised by
             the next :meth:`log`, :meth:`flush` or :meth:`close`. See
             :meth:`flush`.
+        images_every: Which logs write the pictures (mosaic, top-k strip and
+            overlay views); every log writes the rest (statistics, colour
+            scale, scalars, drift, histograms, predictions, attribution).
+            ``"auto"`` (default): the first 10 logs of this logger, then every
+            10th: log number ``i`` (0-based) when ``i < 10 or i % 10 == 0``,
+            19 of 100. An int ``k``: every ``k``-th log (``i % k == 0``);
+            ``1``: every log. The first log of a logger always writes them.
+            Logs are counted per logger, written ones only (a failed step
+            does not count).
 
     A run keeps one layout per layer: TensorBoard keeps only the first
     metadata of a tag, which holds the mosaic grid, shape, probe names and
@@ -222,7 +236,9 @@ class ActivationLogger:
         attribution_every: int = 10,
         histogram_bins: int = 30,
         blocking: bool = True,
+        images_every: int | str = "auto",
     ) -> None:
+        check_images_every(images_every)
         views = check_options(
             log_dir=log_dir,
             run_name=run_name,
@@ -239,6 +255,8 @@ class ActivationLogger:
             colormap=colormap,
         )
         self.histogram_bins = histogram_bins
+        self.images_every = images_every
+        self._written_logs = 0  # logs this logger wrote: the images schedule counts them
 
         if not isinstance(probes, Probes):
             probes = Probes(probes)
@@ -509,8 +527,9 @@ class ActivationLogger:
         checkpoint = self._diagnostics.checkpoint(), dict(self._fixed_scales)
         try:
             acts, output = result.activations, result.output
+            images = self._images_due()
             records, values = self._render_all(
-                acts, step, result.stats, result.mean_maps, result.levels
+                acts, step, result.stats, result.mean_maps, result.levels, images=images
             )
             values.extend(self._diagnostics.values(acts, output, records, step, grams=result.grams))
             # Reduced on the device in the same pass; the stock Histograms/Distributions tabs.
@@ -532,6 +551,14 @@ class ActivationLogger:
                     stall=now - start if stall is None else stall,
                     worker=now - begin,
                     waits=waits,
+                )
+            )
+            values.append(
+                scalar_value(
+                    metadata.IMAGES_WRITTEN_TAG,
+                    1.0 if images else 0.0,
+                    description="1 where this step wrote the layers' pictures (mosaic, "
+                    "top-k, overlay), 0 where `images_every` skipped them.",
                 )
             )
         except BaseException:
@@ -564,7 +591,12 @@ class ActivationLogger:
         self._needs_start, self._restart_step = False, None
         self._max_step = step if self._max_step is None else max(self._max_step, step)
         self._last_step = step
+        self._written_logs += 1
         return records
+
+    def _images_due(self) -> bool:
+        """Whether the log being written now writes the pictures (see ``images_every``)."""
+        return step_render.images_due(self.images_every, self._written_logs)
 
     def _timing_values(self, *, stall: float, worker: float, waits: int | None) -> list:
         """The logger's self-measurement scalars of one step."""
@@ -720,9 +752,11 @@ class ActivationLogger:
         reduced: dict[str, np.ndarray] | None = None,
         mean_maps: dict[str, np.ndarray] | None = None,
         levels: dict[str, np.ndarray] | None = None,
+        *,
+        images: bool = True,
     ) -> tuple[dict[str, LayerRecord], list]:
         """Render one step's layers: see :func:`~tb_activations.step_render.render_step`."""
-        return step_render.render_step(self, acts, step, reduced, mean_maps, levels)
+        return step_render.render_step(self, acts, step, reduced, mean_maps, levels, images=images)
 
     def _render_layer(
         self,
@@ -733,9 +767,13 @@ class ActivationLogger:
         stats: ChannelStats | None = None,
         mean_maps: np.ndarray | None = None,
         levels: np.ndarray | None = None,
+        *,
+        images: bool = True,
     ) -> tuple[LayerRecord, list[tuple], list[tuple]]:
         """Render one layer: see :func:`~tb_activations.step_render.render_layer`."""
-        return step_render.render_layer(self, info, a, pal, step, stats, mean_maps, levels)
+        return step_render.render_layer(
+            self, info, a, pal, step, stats, mean_maps, levels, images=images
+        )
 
 
 # (model id, layer paths, input shape, output, levels) -> extractor, while some logger holds it.

@@ -111,6 +111,17 @@ def check_options(
     return views
 
 
+def check_images_every(images_every: int | str) -> None:
+    """Raise a ``ValueError`` unless ``images_every`` is ``"auto"`` or an int >= 1."""
+    if images_every != "auto" and (
+        isinstance(images_every, bool) or not isinstance(images_every, int) or images_every < 1
+    ):
+        raise ValueError(
+            "Invalid value for argument `images_every`. Expected 'auto' or an int >= 1. "
+            f"Received: images_every={images_every!r}"
+        )
+
+
 def check_probe_count(probes: Probes) -> None:
     """Raise a clear ``ValueError`` for more than :data:`MAX_PROBES` probes."""
     n = len(probes.names)

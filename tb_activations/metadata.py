@@ -29,6 +29,7 @@ tag                        plugin       content
 ``_tb_activations/stall_seconds`` scalars  seconds training waited for one ``log()``
 ``_tb_activations/worker_seconds`` scalars seconds of rendering and writing one step
 ``_tb_activations/queue_waits`` scalars  times ``log()`` waited for the worker
+``_tb_activations/images_written`` scalars 1 where the step wrote the views, else 0
 =========================  ===========  ==========================================
 
 Drift and diagnostics (issue 4, written by :mod:`tb_activations.diagnostics`
@@ -163,6 +164,8 @@ STALL_SECONDS_TAG = INTERNAL_PREFIX + "/stall_seconds"
 WORKER_SECONDS_TAG = INTERNAL_PREFIX + "/worker_seconds"
 #: Times ``log()`` waited for the background worker so far (it fell behind training).
 QUEUE_WAITS_TAG = INTERNAL_PREFIX + "/queue_waits"
+#: 1 at the steps whose layer pictures were written, 0 where ``images_every`` skipped them.
+IMAGES_WRITTEN_TAG = INTERNAL_PREFIX + "/images_written"
 #: The probes' display images (plugin ``images``), written at the first ``log()``.
 PROBE_IMAGES_TAG = INTERNAL_PREFIX + "/probes"
 

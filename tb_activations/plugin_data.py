@@ -452,6 +452,22 @@ def _logged_steps(data_provider, ctx, experiment_id: str, run: str, tags: list[s
     return {d.step for data in series.values() for d in data}
 
 
+def _skipped_image_steps(data_provider, ctx, experiment_id: str, run: str) -> set[int]:
+    """Steps the logger wrote without pictures (its ``images_every`` schedule).
+
+    From the ``_tb_activations/images_written`` scalar (0 there); empty for a run
+    written before the schedule existed, where every logged step has pictures.
+    """
+    series = data_provider.read_scalars(
+        ctx,
+        experiment_id=experiment_id,
+        plugin_name=SCALARS_PLUGIN,
+        downsample=READ_ALL,
+        run_tag_filter=_filter(run, [metadata.IMAGES_WRITTEN_TAG]),
+    ).get(run, {})
+    return {d.step for data in series.values() for d in data if d.value == 0}
+
+
 def list_layers(
     data_provider, ctx, *, experiment_id: str, run: str, cache: ReadCache | None = None
 ) -> dict[str, Any]:
@@ -464,9 +480,11 @@ def list_layers(
 
     ``steps`` are the steps whose images TensorBoard kept (those of the first
     layer's mosaic); ``logged_steps`` the steps the logger says it logged
-    (its ``log_seconds`` scalar, kept 1000 by default). When the first is
-    shorter, TensorBoard sampled steps away and ``sampling`` says which flag
-    keeps them all.
+    (its ``stall_seconds`` scalar, kept 1000 by default), pictures or not:
+    the logger's ``images_every`` writes statistics at every logged step and
+    pictures at some. When ``steps`` lacks logged steps that wrote pictures,
+    TensorBoard sampled steps away and ``sampling`` says which flag keeps
+    them all.
 
     Returns:
         ``{"run", "layers": [...], "steps": [...], "logged_steps": [...],
@@ -495,6 +513,11 @@ def list_layers(
         run,
         [metadata.STALL_SECONDS_TAG, metadata.LOG_SECONDS_TAG],
     )
+    # Steps off the images schedule are logged (statistics, drift) but hold no pictures:
+    # they are not missing from `steps`, TensorBoard did not sample them away.
+    with_images = (logged - _skipped_image_steps(data_provider, ctx, experiment_id, run)) | set(
+        kept
+    )
     logged |= set(kept)
     probes = _blob_index(data_provider, ctx, experiment_id, run, PROBE_IMAGES_TAG, cache) or {}
     return {
@@ -503,7 +526,7 @@ def list_layers(
         "probe_images": {"tag": PROBE_IMAGES_TAG, "steps": sorted(probes)} if probes else None,
         "steps": kept,
         "logged_steps": sorted(logged),
-        "sampling": _sampling(len(kept), len(logged)),
+        "sampling": _sampling(len(kept), len(with_images)),
         "skipped": [s for s in skipped if s["run"] == run],
     }
 
@@ -532,13 +555,16 @@ def layer_steps(
     logged = _logged_steps(
         data_provider, ctx, experiment_id, run, [metadata.scalar_tag(layer, "mean_activation")]
     )
+    with_images = (logged - _skipped_image_steps(data_provider, ctx, experiment_id, run)) | set(
+        kept
+    )
     logged |= set(kept)
     return {
         "run": run,
         "layer": layer,
         "steps": kept,
         "logged_steps": sorted(logged),
-        "sampling": _sampling(len(kept), len(logged)),
+        "sampling": _sampling(len(kept), len(with_images)),
     }
 
 

@@ -651,6 +651,13 @@ def render_views(
     """
     n, h, w, c = acts.shape
     layout = mosaic_layout(h, w, c, sep=1, max_size=max_size)
+    if not views:
+        # No picture (a step off the logger's images schedule): the grid alone, from the
+        # pooled size of one map, for the layer's metadata.
+        ph, pw = pool(acts[:1, :, :, :1], layout.factor).shape[1:3]
+        up_h, up_w = layout.up
+        grid = Grid(cols=layout.cols, rows=layout.rows, cell_h=ph * up_h, cell_w=pw * up_w, sep=1)
+        return LayerViews(grid=grid, mosaic=None, topk=None, overlay=None)
     if levels is None or layout.factor != 1:
         levels = to_levels(pool(acts, layout.factor), *scale, all_finite=all_finite)
     mosaic, grid = mosaic_levels(levels, sep=1, layout=layout)

@@ -57,6 +57,22 @@ class LayerRecord:
     scale: tuple[Any, Any]
 
 
+#: ``images_every="auto"``: every log of the first ``AUTO_IMAGES_FIRST`` writes the
+#: pictures, then every ``AUTO_IMAGES_EVERY``-th (19 of 100 logs; 82 MB a VGG16 step).
+AUTO_IMAGES_FIRST = 10
+AUTO_IMAGES_EVERY = 10
+
+
+def images_due(images_every: int | str, index: int) -> bool:
+    """Whether log number ``index`` (0-based, per logger) writes the pictures.
+
+    ``"auto"``: ``index < 10 or index % 10 == 0``; an int ``k``: ``index % k == 0``.
+    """
+    if images_every == "auto":
+        return index < AUTO_IMAGES_FIRST or index % AUTO_IMAGES_EVERY == 0
+    return index % int(images_every) == 0
+
+
 def render_step(
     logger: ActivationLogger,
     acts: dict[str, np.ndarray],
@@ -64,6 +80,8 @@ def render_step(
     reduced: dict[str, np.ndarray] | None = None,
     mean_maps: dict[str, np.ndarray] | None = None,
     levels: dict[str, np.ndarray] | None = None,
+    *,
+    images: bool = True,
 ) -> tuple[dict[str, LayerRecord], list]:
     """Render one step's layers and encode their images (in the logger's thread pool).
 
@@ -96,7 +114,9 @@ def render_step(
         # makes them for normalize="layer" alone, and drops a layer whose statistics
         # are not finite (then `stats` is None and the host redoes both).
         q = None if levels is None else levels.get(info.path)
-        record, layer_jobs, layer_slots = logger._render_layer(info, a, pal, step, stats, means, q)
+        record, layer_jobs, layer_slots = logger._render_layer(
+            info, a, pal, step, stats, means, q, images=images
+        )
         records[info.path] = record
         # Encoding starts now, in the pool, while the next layers are rendered.
         encoded.extend(logger._executor.submit(fn, *args) for fn, *args in layer_jobs)
@@ -124,8 +144,13 @@ def render_layer(
     stats: ChannelStats | None = None,
     mean_maps: np.ndarray | None = None,
     levels: np.ndarray | None = None,
+    *,
+    images: bool = True,
 ) -> tuple[LayerRecord, list[tuple], list[tuple]]:
     """Render one layer's views at this step (images not encoded yet).
+
+    With ``images=False`` (a step off the logger's ``images_every`` schedule)
+    no view is rendered: the record, its grid and no jobs.
 
     Returns:
         ``(record, jobs, slots)``: the layer's :class:`LayerRecord`; the encoding
@@ -149,7 +174,7 @@ def render_layer(
         logger._overlay_display(),
         top,
         (lo, hi),
-        views=logger.views,
+        views=logger.views if images else (),
         colormap=logger.colormap,
         alpha=logger.alpha,
         max_size=logger.max_image_size,

@@ -251,6 +251,14 @@ def test_dashboard_in_chromium(browser, log_dir, tmp_path, load_fast):
         )
         assert series[:3] == ["cka_first", "cka_previous", "dead_fraction"]
         assert {"newly_dead_fraction", "mean_activation", "nonfinite_count"} <= set(series)
+        # The logger's own timings, per step, after the layer's series.
+        page.wait_for_selector(
+            "#tba-drift [data-timing='worker_seconds'] svg polyline", state="attached"
+        )
+        timings = page.eval_on_selector_all(
+            "#tba-drift [data-timing]", "cs => cs.map(c => c.dataset.timing)"
+        )
+        assert timings[:2] == ["stall_seconds", "worker_seconds"]
 
         # The probe's predicted class at this step.
         wait_text(page, "#tba-prediction-now", f"cat at step {STEPS[2]}: class ")

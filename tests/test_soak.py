@@ -48,7 +48,8 @@ def test_200_epochs_keep_memory_flat_and_the_log_readable(tmp_path, monkeypatch)
     y = rng.integers(0, 3, 16)
     model = small_cnn(input_shape=(32, 32, 3), seed=1)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    cb = ActivationCallback(Probes(x[:8]), tmp_path, pin_reference_at_epoch=5)
+    # images_every=1: pictures at every epoch, the heaviest soak.
+    cb = ActivationCallback(Probes(x[:8]), tmp_path, pin_reference_at_epoch=5, images_every=1)
     samples: dict[int, tuple[float, int, int, int, int]] = {}
 
     class Sample(keras.callbacks.Callback):

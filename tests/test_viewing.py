@@ -100,7 +100,7 @@ def log_dir(tmp_path_factory) -> Path:
     )
     images = np.random.default_rng(0).uniform(0, 1, (2, 8, 8, 1)).astype(np.float32)
     with ActivationLogger(
-        model, images, root, layers=[LAYER], views=("mosaic",), drift=False
+        model, images, root, layers=[LAYER], views=("mosaic",), drift=False, images_every=1
     ) as logger:
         for step in STEPS:
             logger.log(step)
