@@ -109,3 +109,10 @@ def test_scalars_route_serves_the_loggers_own_timings(auto_run):
         points = series[tag.rsplit("/", 1)[1]]
         assert [p[0] for p in points] == [5 * i for i in range(12)]
         assert all(p[1] is not None and p[1] >= 0 for p in points)
+
+
+def test_the_auto_rule_writes_19_of_100_logs():
+    from tb_activations.step_render import images_due
+
+    assert [i for i in range(100) if images_due("auto", i)] == [*range(10), *range(10, 100, 10)]
+    assert [i for i in range(10) if images_due(4, i)] == [0, 4, 8]
