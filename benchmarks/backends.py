@@ -9,7 +9,7 @@ Each backend runs in its own process (``KERAS_BACKEND`` is fixed at import):
    pooling layers, mosaic + top-5 + overlay, against that backend's own bare
    forward pass of the probes, compiled by its own means (``tf.function``;
    ``jax.jit`` of a stateless call; ``torch.no_grad``). Target: at most 1.5x.
-2. The callback's overhead on a small-CNN fit (3 conv layers, 32x32x3, batch
+2. The callback's overhead on a small-CNN fit (3 conv layers, 32x32x3, 4096 samples, batch
    64, 8 probes, every epoch, every conv layer): its own time per epoch
    against a plain epoch. Target: under 5 %.
 
@@ -86,7 +86,7 @@ def bench_callback(quick: bool, tmp: str) -> dict:
 
     from tb_activations import ActivationCallback, Probes
 
-    n = 1024 if quick else 2048
+    n = 1024 if quick else 4096
     rng = np.random.default_rng(0)
     x = rng.random((n, 32, 32, 3), dtype=np.float32)
     y = rng.integers(0, 10, n)
