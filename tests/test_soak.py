@@ -34,14 +34,24 @@ def _open_fds() -> int:
 
 @pytest.mark.slow
 def test_200_epochs_keep_memory_flat_and_the_log_readable(tmp_path, monkeypatch):
-    # A test hook: every step waits 30 ms on the worker, longer than an epoch here, so
-    # the queue fills and training waits; nothing may be dropped or reordered.
-    original = ActivationLogger._finish_step
+    # A test hook: the worker starts step s only once training has captured step s + 2
+    # (or after 1 s), so it is always behind: training then finds two steps in flight
+    # and waits, on any machine; nothing may be dropped or reordered.
+    original, capture = ActivationLogger._finish_step, ActivationLogger._capture
+    captured = [-1]
 
-    def slow(self, *args, **kwargs):
-        time.sleep(0.03)
-        return original(self, *args, **kwargs)
+    def counting_capture(self, step, *args, **kwargs):
+        out = capture(self, step, *args, **kwargs)
+        captured[0] = max(captured[0], step)
+        return out
 
+    def slow(self, step, *args, **kwargs):
+        deadline = time.monotonic() + 1.0
+        while captured[0] < step + 2 and time.monotonic() < deadline:
+            time.sleep(0.002)
+        return original(self, step, *args, **kwargs)
+
+    monkeypatch.setattr(ActivationLogger, "_capture", counting_capture)
     monkeypatch.setattr(ActivationLogger, "_finish_step", slow)
     rng = np.random.default_rng(0)
     x = rng.random((16, 32, 32, 3), dtype=np.float32)
