@@ -163,8 +163,7 @@ class ActivationExtractor:
                 maps.append(ops.cast(outs[-1], "float32"))
             return maps
 
-        def extract_with_summaries(x):
-            maps = extract(x)
+        def reduce(maps):
             summaries = [_device_summary(m) for m in maps[: len(self.layers)]]
             stats, grams, means = ([s[i] for s in summaries] for i in range(3))
             hists = (
@@ -172,7 +171,11 @@ class ActivationExtractor:
                 if histogram_bins
                 else []
             )
-            return maps, stats, grams, means, hists
+            return stats, grams, means, hists
+
+        def extract_with_summaries(x):
+            maps = extract(x)
+            return (maps, *reduce(maps))
 
         # Every variable the pass reads: on JAX their values go into the compiled function.
         variables = list(model.variables)
@@ -181,6 +184,9 @@ class ActivationExtractor:
         self._fn_summaries = compile_(
             extract_with_summaries, variables=variables, input_shape=self.input_shape
         )
+        # The reductions alone, for maps from tensors(): background logging runs the
+        # forward pass on the training thread and these on its worker.
+        self._fn_reduce = compile_(reduce)
         # Palette levels on the layer scale, where the maps are: 1 byte per value
         # leaves the device, quantized by its multi-threaded kernels (numpy on the
         # host: 0.55 s for the 120 M values of VGG16's 18 layers; here 0.19 s).
@@ -225,6 +231,20 @@ class ActivationExtractor:
         maps, stats, grams, mean_maps, hists = self._fn_summaries(
             np.asarray(inputs, dtype=np.float32)
         )
+        return self._result(maps, stats, grams, mean_maps, hists)
+
+    def summarize(self, maps: list[Any]) -> ExtractionResult:
+        """What :meth:`run_with_summaries` returns, for maps already computed by :meth:`tensors`.
+
+        The reductions run where the maps are, in one compiled function: the
+        background worker of :class:`~tb_activations.ActivationLogger` calls
+        this, so that the training thread only waits for the forward pass.
+        """
+        self._check_backend()
+        stats, grams, mean_maps, hists = self._fn_reduce(list(maps))
+        return self._result(maps, stats, grams, mean_maps, hists)
+
+    def _result(self, maps, stats, grams, mean_maps, hists) -> ExtractionResult:
         to_numpy = _backend.module(self.backend).to_numpy
         n = len(self.layers)
         stats_np = [to_numpy(t) for t in stats]

@@ -51,10 +51,15 @@ __all__ = [
 
 @dataclass(frozen=True)
 class _Captured:
-    """What the training thread hands the worker for one step: host arrays only."""
+    """What the training thread hands the worker for one step.
 
-    result: Any  # extraction.ExtractionResult
+    Blocking: ``result``, the whole pass on the host. Background: ``maps``, the
+    forward pass's outputs left on the device (the worker reduces them there).
+    """
+
+    result: Any  # extraction.ExtractionResult, or None
     attribution: list
+    maps: Any = None  # list of backend tensors, or None
 
 
 class ActivationLogger:
@@ -428,11 +433,11 @@ class ActivationLogger:
         step = int(step)
         start = time.perf_counter()
         if self.blocking:
-            return self._finish(step, self._capture(step), start=start)
+            return self._finish(step, self._capture(step, background=False), start=start)
         worker = self._step_worker()
         for err in worker.take_errors():
             raise err  # an earlier step failed: said here, on the caller's thread
-        captured = self._capture(step)
+        captured = self._capture(step, background=True)
         worker.wait_for_slot()
         stall, waits = time.perf_counter() - start, worker.stats.waits
         worker.submit(lambda: self._finish(step, captured, stall=stall, waits=waits))
@@ -474,21 +479,37 @@ class ActivationLogger:
         if self._worker is not None:
             self._worker.flush(raise_errors=False)
 
-    def _capture(self, step: int) -> _Captured:
+    def _capture(self, step: int, *, background: bool) -> _Captured:
         """The device work of one step, on the calling thread: what training waits for.
 
-        One forward pass: the model output (for predictions) comes with the
-        activations; statistics, Gram matrices and palette levels are reduced
-        on the device in that same pass. Attribution needs the weights of this
-        step, so its backward pass runs here too. What comes back is on the host.
+        Blocking: one pass computes the activations, the model output (for
+        predictions) and their reductions (statistics, Gram matrices, palette
+        levels, histograms), all brought to the host. Background: only the
+        forward pass runs here; its outputs stay on the device, where the
+        worker reduces them (:meth:`ActivationExtractor.summarize
+        <tb_activations.ActivationExtractor.summarize>`). Attribution needs
+        this step's weights, so its backward pass runs here in both modes.
         """
-        result = self.extractor.run_with_summaries(self.probes.inputs)
+        from tb_activations import backend
+
+        extractor = self.extractor
+        if not background:
+            result = extractor.run_with_summaries(self.probes.inputs)
+            output, acts, maps = result.output, result.activations, None
+        else:
+            result, maps = None, extractor.tensors(self.probes.inputs)
+            to_numpy = backend.module(extractor.backend).to_numpy
+            output = to_numpy(maps[-1]) if extractor.include_output else None
+            layer = getattr(self._attribution, "layer", None)
+            acts = {
+                info.path: to_numpy(m)
+                for info, m in zip(self.layers, maps)
+                if info.path == layer  # Grad-CAM reuses its layer's activations
+            }
         attribution = []
         if self._attribution is not None:
-            attribution = self._attribution.values(
-                step, self._overlay_display(), result.output, result.activations
-            )
-        return _Captured(result=result, attribution=attribution)
+            attribution = self._attribution.values(step, self._overlay_display(), output, acts)
+        return _Captured(result=result, attribution=attribution, maps=maps)
 
     def _finish(
         self,
@@ -522,6 +543,8 @@ class ActivationLogger:
     ) -> dict[str, LayerRecord]:
         begin = time.perf_counter()
         result = captured.result
+        if result is None:  # background: the reductions of the captured maps, here
+            result = self.extractor.summarize(captured.maps)
         # A failed step leaves no trace: the drift and fixed-scale state go back
         # to the last written step, and a failed write gets a fresh event file.
         checkpoint = self._diagnostics.checkpoint(), dict(self._fixed_scales)

@@ -192,6 +192,23 @@ def test_device_reductions_equal_numpy_statistics_and_gram():
 
 
 @pytest.mark.backends
+def test_summarize_of_the_forward_maps_equals_the_fused_pass():
+    # Background logging: forward pass on the training thread, reductions on the worker.
+    model = small_cnn()
+    ex = ActivationExtractor(
+        model, select_layers(model, None), include_output=True, levels=True, histogram_bins=8
+    )
+    x = np.random.default_rng(1).random((4, 16, 16, 3)).astype(np.float32) * 255
+    fused, split = ex.run_with_summaries(x), ex.summarize(ex.tensors(x))
+    np.testing.assert_array_equal(fused.output, split.output)
+    for name in ("activations", "stats", "grams", "mean_maps", "levels", "histograms"):
+        a, b = getattr(fused, name), getattr(split, name)
+        assert a.keys() == b.keys() and a, name
+        for path in a:
+            np.testing.assert_allclose(a[path], b[path], rtol=1e-6, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.backends
 def test_device_reductions_count_nan_and_ignore_it():
     from tb_activations.stats import ChannelStats
 
