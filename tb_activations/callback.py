@@ -342,15 +342,20 @@ class ActivationCallback(keras.callbacks.Callback):
         try:
             self._submitted[step] = self._iterations()
             self.logger.log(step)
-            self._record_progress()
         except Exception as err:  # a logging add-on must never end the training run
-            self.failures += 1
-            warnings.warn(
-                f"tb_activations: logging activations at step {step} failed and was skipped; "
-                f"training continues. {type(err).__name__}: {err}",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+            if hasattr(err, "tb_activations_step"):
+                # A step that failed while being written (this one when blocking, an
+                # earlier one in the background: this one was handed over all the same).
+                self._warn_failed(err)
+            else:
+                self.failures += 1
+                warnings.warn(
+                    f"tb_activations: logging activations at step {step} failed and was "
+                    f"skipped; training continues. {type(err).__name__}: {err}",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+        self._record_progress()
 
 
 # model -> {(run_dir, by epoch, layer paths): (last logged step, optimizer iterations then)}:

@@ -422,7 +422,8 @@ class ActivationLogger:
 
         Raises:
             Exception: with ``blocking=False``, the error of an earlier step
-                that failed on the worker (this step is then not logged).
+                that failed on the worker (its note names the step); this step
+                was handed over all the same.
         """
         if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
             raise ValueError(
@@ -435,11 +436,11 @@ class ActivationLogger:
         if self.blocking:
             return self._finish(step, self._capture(step, background=False), start=start)
         worker = self._step_worker()
-        for err in worker.take_errors():
-            raise err  # an earlier step failed: said here, on the caller's thread
         captured = self._capture(step, background=True)
         worker.wait_for_slot()
         stall, waits = time.perf_counter() - start, worker.stats.waits
+        # Raises an earlier step's failure (said here, on the caller's thread) only
+        # after this step is queued: one failed step never costs the next.
         worker.submit(lambda: self._finish(step, captured, stall=stall, waits=waits))
         return None
 

@@ -120,12 +120,11 @@ class StepWorker:
             Seconds spent waiting for a free slot (0.0 when the worker kept up).
 
         Raises:
-            Exception: the error of an earlier job, once per failed job (that job's
-                step was not written; this ``job`` is then not queued).
-            RuntimeError: if the worker is closed.
+            Exception: the error of an earlier job (once per failed job), raised
+                after ``job`` is queued: a failed step never costs a later one.
+            RuntimeError: if the worker is closed (``job`` is not queued).
         """
         with self._cond:
-            self._raise_pending()
             if self._closed:
                 raise RuntimeError("This StepWorker is closed.")
         waited = self.wait_for_slot()  # one producer (the training thread): no race here
@@ -133,6 +132,7 @@ class StepWorker:
             self._jobs.append(job)
             self._in_flight += 1
             self._cond.notify_all()
+            self._raise_pending()
         return waited
 
     def take_errors(self) -> list[BaseException]:

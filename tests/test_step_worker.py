@@ -36,7 +36,7 @@ def test_a_full_queue_makes_the_caller_wait_and_counts_it():
     assert worker.pending == 0
 
 
-def test_an_error_in_the_worker_is_raised_at_the_next_call_and_later_steps_still_run():
+def test_an_error_in_the_worker_is_raised_at_the_next_call_after_queueing_it():
     done: list[int] = []
 
     def fail():
@@ -44,12 +44,25 @@ def test_an_error_in_the_worker_is_raised_at_the_next_call_and_later_steps_still
 
     worker = StepWorker(max_in_flight=2)
     worker.submit(fail)
-    worker.submit(lambda: done.append(2))
+    worker.flush(raise_errors=False)  # the failure is pending, not raised
     with pytest.raises(OSError, match="disk full"):
-        worker.flush()
+        worker.submit(lambda: done.append(2))  # raised, but this job is queued all the same
     worker.submit(lambda: done.append(3))
     worker.close()
     assert done == [2, 3]
+
+
+def test_take_errors_reports_each_failure_once():
+    gate = threading.Event()
+    worker = StepWorker(max_in_flight=3)
+    worker.submit(gate.wait)  # holds the worker: both failures happen after both submits
+    for i in range(2):
+        worker.submit(lambda i=i: (_ for _ in ()).throw(ValueError(f"step {i}")))
+    gate.set()
+    worker.flush(raise_errors=False)
+    assert [str(e) for e in worker.take_errors()] == ["step 0", "step 1"]
+    assert worker.take_errors() == []
+    worker.close()
 
 
 def test_close_raises_a_pending_error_once_and_is_idempotent():
