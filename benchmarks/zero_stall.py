@@ -145,7 +145,8 @@ def bench_fit(quick: bool, tmp: str) -> list[tuple[str, float, float, float]]:
 
     rows = []
     epochs = 3 if quick else 5
-    for blocking in (False, True):
+    for blocking, options in ((False, {}), (False, {"attribution": ()}), (True, {})):
+        mode = ("blocking" if blocking else "background") + (", Grad-CAM off" if options else "")
         with_cb, without, hooks = [], [], []
         for run in range(3 if quick else 5):  # alternating runs
             timer = EpochTimer()
@@ -153,9 +154,10 @@ def bench_fit(quick: bool, tmp: str) -> list[tuple[str, float, float, float]]:
             without.append(statistics.median(timer.times))
             cb = ActivationCallback(
                 Probes((x[:8] * 255).astype(np.uint8)),
-                os.path.join(tmp, f"fit_{blocking}_{run}"),
+                os.path.join(tmp, f"fit_{blocking}_{len(rows)}_{run}"),
                 layers=["conv1", "conv2", "conv3"],
                 blocking=blocking,
+                **options,
             )
             spent = hook_timer(cb)
             timer = EpochTimer()
@@ -164,9 +166,9 @@ def bench_fit(quick: bool, tmp: str) -> list[tuple[str, float, float, float]]:
             with_cb.append(statistics.median(timer.times[1:]))  # epoch 0 builds the logger
             hooks.append(sum(spent[1:-1]) / max(1, epochs - 1))  # per-epoch hooks, not train end
         w, wo, h = statistics.median(with_cb), statistics.median(without), statistics.median(hooks)
-        rows.append(("background" if not blocking else "blocking", wo, w, h))
+        rows.append((mode, wo, w, h))
         print(
-            f"  fit, {'blocking' if blocking else 'background'}: epoch {wo:.3f} s without, "
+            f"  fit, {mode}: epoch {wo:.3f} s without, "
             f"{w:.3f} s with (+{(w / wo - 1) * 100:.1f} %); hooks {h * 1000:.1f} ms/epoch "
             f"({h / wo * 100:.2f} % of the epoch)",
             file=sys.stderr,

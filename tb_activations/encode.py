@@ -78,8 +78,16 @@ def decode_png(data: bytes) -> np.ndarray:
         return np.asarray(img.convert("RGB"))
 
 
-def default_executor() -> Executor:
-    """A thread pool sized for encoding: one thread per core, at most 8."""
+def default_executor(*, background: bool = False) -> Executor:
+    """A thread pool sized for encoding: one thread per core, at most 8.
+
+    ``background``: its threads are niced like the background worker that feeds
+    them, so that training's threads go first (not when training waits for them).
+    """
+    from tb_activations.step_worker import lower_priority
+
     return ThreadPoolExecutor(
-        max_workers=max(1, min(8, os.cpu_count() or 1)), thread_name_prefix="tb_activations_png"
+        max_workers=max(1, min(8, os.cpu_count() or 1)),
+        thread_name_prefix="tb_activations_png",
+        initializer=lower_priority if background else None,
     )

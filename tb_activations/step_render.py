@@ -92,7 +92,7 @@ def render_step(
         scalars, statistics and colour scales, in layer order.
     """
     if logger._executor is None:
-        logger._executor = default_executor()
+        logger._executor = default_executor(background=not logger.blocking)
     records: dict[str, LayerRecord] = {}
     encoded: list = []  # futures, in slot order
     slots: list[tuple[str, str, int, int, str]] = []
