@@ -191,6 +191,11 @@ class ActivationCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs: dict | None = None) -> None:
         from tb_activations.logger import ActivationLogger
 
+        if self.logger is not None:
+            # Steps of an earlier fit still on the worker (one stopped by an exception
+            # skips on_train_end): written first, so that where they ended is known.
+            self.logger._drain()
+            self._record_progress()
         if self.logger is None or self.logger.model is not self.model or self.logger._closed:
             # Built once per model: the sub-model is traced here, not per epoch.
             self.logger = ActivationLogger(
@@ -339,13 +344,16 @@ class ActivationCallback(keras.callbacks.Callback):
         # A background step that failed since the last hook is said now, once.
         for err in self.logger.take_failures():
             self._warn_failed(err)
+        handed_over = False
         try:
             self._submitted[step] = self._iterations()
             self.logger.log(step)
+            handed_over = True
         except Exception as err:  # a logging add-on must never end the training run
             if hasattr(err, "tb_activations_step"):
                 # A step that failed while being written (this one when blocking, an
                 # earlier one in the background: this one was handed over all the same).
+                handed_over = err.tb_activations_step != step
                 self._warn_failed(err)
             else:
                 self.failures += 1
@@ -355,7 +363,14 @@ class ActivationCallback(keras.callbacks.Callback):
                     RuntimeWarning,
                     stacklevel=2,
                 )
-        self._record_progress()
+        if self.logger.blocking:
+            self._record_progress()
+        elif handed_over:
+            # In the background the step is written later: count it as logged now (a later
+            # failure is warned about, and on_train_end records what was really written),
+            # so that a fit started before the worker is done continues after it.
+            progress = _PROGRESS.setdefault(self.model, {})
+            progress[self._progress_key()] = (step, self._submitted.get(step))
 
 
 # model -> {(run_dir, by epoch, layer paths): (last logged step, optimizer iterations then)}:

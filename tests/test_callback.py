@@ -183,8 +183,12 @@ def test_mixed_up_and_ignored_arguments_are_errors():
 def test_train_end_stops_the_encoder_threads(tmp_path):
     import threading
 
+    def ours() -> set:  # (loggers of earlier tests left unclosed may hold threads of theirs)
+        return {t for t in threading.enumerate() if t.name.startswith("tb_activations")}
+
+    before = ours()
     x, _ = _data()
     cb = ActivationCallback(Probes(x[:2]), tmp_path, layers=["conv1"])
     _fit([cb], epochs=1)
-    assert cb.logger._executor is None
-    assert not [t for t in threading.enumerate() if t.name.startswith("tb_activations_png")]
+    assert cb.logger._executor is None and cb.logger._worker is None
+    assert not ours() - before  # no encoder thread, no background worker left running
