@@ -72,44 +72,9 @@ def layer_model(model: Any, paths: list[str]) -> Any:
             "to the input need a Functional or Sequential model. Wrap it: "
             "keras.Model(inputs, outputs) with a keras.Input."
         )
-    found: dict[str, Any] = {}
-    wanted = set(paths)
-    if all("/" not in p for p in paths):
-        layers = {layer.name: layer for layer in model.layers}
-        found = {p: layers[p].output for p in paths}
-    else:
-        _trace(model, model.inputs, "", wanted, found)
-    missing = [p for p in paths if p not in found]
-    if missing:
-        raise ValueError(
-            f"Could not reach layers {missing} from the input of model {model.name!r}."
-        )
+    from tb_activations.extraction import _symbolic_outputs
+
+    # The extractor's own walk through nested models: one implementation of the path rule.
+    outputs = _symbolic_outputs(model, list(paths))
     inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-    return keras.Model(inputs, [found[p] for p in paths], name=f"{model.name}_layers")
-
-
-def _trace(model: Any, inputs: Any, prefix: str, wanted: set[str], found: dict[str, Any]) -> Any:
-    graph = model._functional if isinstance(model, keras.Sequential) else model
-
-    def operation_fn(op: Any) -> Any:
-        path = prefix + op.name
-        if isinstance(op, keras.Model) and any(w.startswith(path + "/") for w in wanted):
-
-            def call_nested(*args: Any, **kwargs: Any) -> Any:
-                out = _trace(
-                    op, args[0] if len(args) == 1 else list(args), path + "/", wanted, found
-                )
-                found.setdefault(path, out)
-                return out
-
-            return call_nested
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            out = op(*args, **kwargs)
-            if path in wanted:
-                found.setdefault(path, out)
-            return out
-
-        return call
-
-    return graph._run_through_graph(inputs, operation_fn=operation_fn)
+    return keras.Model(inputs, outputs, name=f"{model.name}_layers")

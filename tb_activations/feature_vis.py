@@ -22,6 +22,7 @@ per backend: a ``tf.function`` around a ``GradientTape`` (TensorFlow), a
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -107,8 +108,6 @@ def visualize_channels(
         ValueError: for a bad channel, step count or size, a model input
             that is not an image, or a subclassed model.
     """
-    from tb_activations.autodiff import layer_model
-
     info = layer if isinstance(layer, LayerInfo) else _resolve(model, layer)
     chans = np.atleast_1d(np.asarray(channels))
     _check_int("steps", steps, 1)
@@ -126,38 +125,23 @@ def visualize_channels(
             f"has {n_channels} channels (0..{n_channels - 1})."
         )
     h, w, c = _image_shape(model, size)
-    forward = layer_model(model, [info.path])
-    channels_first = info.channels_first
     backend = keras.backend.backend()
-    make = {"tensorflow": _tf_runner, "jax": _jax_runner, "torch": _torch_runner}.get(backend)
-    if make is None:
+    if backend not in _RUNNER_MAKERS:
         raise NotImplementedError(
             "visualize_channels needs gradients: the tensorflow, jax or torch backend of Keras. "
             f"Received the {backend!r} backend."
         )
     n = min(batch_size, chans.size)
     rng = np.random.default_rng(seed)
-    basis = _fourier_scale(h, w)
-    color = _color_matrix(c, decorrelate)
     lo, hi = (float(v) for v in input_range)
-
-    def to_image(spec: Any) -> Any:
-        return _image(spec, basis, color)
-
-    def objective(images: Any, onehot: Any, call: Any = None) -> Any:
-        """Per image, the mean activation of its channel; ``call`` runs the network."""
-        x = lo + (hi - lo) * images
-        if preprocess is not None:
-            x = preprocess(x)
-        out = forward(x, training=False) if call is None else call(x)
-        return _channel_mean(out, onehot, channels_first)
-
-    def transformed(spec: Any, transforms: Any) -> Any:
-        return keras.ops.image.affine_transform(
-            to_image(spec), transforms, interpolation="bilinear", fill_mode="reflect"
-        )
-
-    runner = make(forward, (2, n, c, h, w), to_image, transformed, objective, learning_rate)
+    # Built once per model and settings: a callback calling this every N epochs reuses
+    # the sub-model and the traced step (the step reads the current weights).
+    key = (backend, info.path, info.channels_first, (n, c, h, w), decorrelate, lo, hi)
+    key += (preprocess, float(learning_rate))
+    runners = _RUNNERS.setdefault(model, {})
+    runner = runners.get(key)
+    if runner is None:
+        runner = runners[key] = _make_runner(model, info, key, preprocess, learning_rate)
     images, objectives, histories = [], [], []
     for start in range(0, chans.size, n):
         batch = chans[start : start + n]
@@ -181,6 +165,39 @@ def visualize_channels(
         objective=np.concatenate(objectives).astype(np.float32),
         history=np.concatenate(histories, axis=1).astype(np.float32),
     )
+
+
+# model -> {settings: _Runner}; weak keys: the cache keeps no model alive.
+_RUNNERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _make_runner(model: Any, info: LayerInfo, key: tuple, preprocess: Any, lr: float) -> _Runner:
+    """The sub-model to ``info``'s output and the backend's traced optimisation step."""
+    from tb_activations.autodiff import layer_model
+
+    backend, _, channels_first, (n, c, h, w), decorrelate, lo, hi = key[:7]
+    forward = layer_model(model, [info.path])
+    basis = _fourier_scale(h, w)
+    color = _color_matrix(c, decorrelate)
+
+    def to_image(spec: Any) -> Any:
+        return _image(spec, basis, color)
+
+    def objective(images: Any, onehot: Any, call: Any = None) -> Any:
+        """Per image, the mean activation of its channel; ``call`` runs the network."""
+        x = lo + (hi - lo) * images
+        if preprocess is not None:
+            x = preprocess(x)
+        out = forward(x, training=False) if call is None else call(x)
+        return _channel_mean(out, onehot, channels_first)
+
+    def transformed(spec: Any, transforms: Any) -> Any:
+        return keras.ops.image.affine_transform(
+            to_image(spec), transforms, interpolation="bilinear", fill_mode="reflect"
+        )
+
+    make = _RUNNER_MAKERS[backend]
+    return make(forward, (2, n, c, h, w), to_image, transformed, objective, lr)
 
 
 # -- the optimisation, per backend (only the gradient and the compilation differ) ---
@@ -456,3 +473,6 @@ def _check_int(name: str, value: Any, minimum: int) -> None:
             f"Invalid value for argument `{name}`. Expected an int >= {minimum}. "
             f"Received: {name}={value!r}"
         )
+
+
+_RUNNER_MAKERS = {"tensorflow": _tf_runner, "jax": _jax_runner, "torch": _torch_runner}

@@ -62,3 +62,18 @@ def test_bad_input():
         visualize_channels(model, "det", [])
     with pytest.raises(ValueError, match=r"`size`.*32x32"):
         visualize_channels(model, "det", [0], size=64)
+
+
+def test_repeated_calls_reuse_one_runner_and_see_new_weights():
+    from tb_activations.feature_vis import _RUNNERS
+
+    model = _detector()
+    first = visualize_channels(model, "det", [0], steps=2, batch_size=1)
+    again = visualize_channels(model, "det", [0], steps=2, batch_size=1)
+    assert len(_RUNNERS[model]) == 1  # built once: no sub-model or trace per call
+    np.testing.assert_array_equal(first.images, again.images)
+    conv = model.get_layer("det")
+    conv.set_weights([w * 0 for w in conv.get_weights()])  # a dead channel now
+    dead = visualize_channels(model, "det", [0], steps=2, batch_size=1)
+    assert len(_RUNNERS[model]) == 1
+    assert float(np.abs(dead.objective).max()) == 0.0 != float(np.abs(first.objective).max())
