@@ -10,7 +10,7 @@ The data are drawn here (no download): noisy 28x28 images of a cross (0) or
 a ring (1). Run::
 
     python examples/custom_training_loop.py
-    tensorboard --logdir out/custom_training_loop --samples_per_plugin=images=100000,activations=100000
+    tensorboard --logdir out/custom_training_loop --samples_per_plugin=images=100000,activations=100000,histograms=100000
 
 ``--quick`` (used by the tests) runs 20 steps.
 """

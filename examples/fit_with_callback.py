@@ -7,7 +7,7 @@ layer soon grows horizontal and vertical edge detectors; the mosaics show it.
 Run::
 
     python examples/fit_with_callback.py
-    tensorboard --logdir out/fit_with_callback --samples_per_plugin=images=100000,activations=100000
+    tensorboard --logdir out/fit_with_callback --samples_per_plugin=images=100000,activations=100000,histograms=100000
 
 ``--quick`` (used by the tests) trains on fewer images for two epochs.
 """

@@ -129,7 +129,7 @@ DEFAULT_RUN_NAME = "activations"
 #: loaders read 0 as "keep all", but TensorBoard's own Images tab then asks
 #: for ``downsample=0`` samples and shows none (TensorBoard 2.21). Every
 #: printed command (CLI, demo, examples, dashboard notice) uses this one.
-SAMPLING_FLAG = "--samples_per_plugin=images=100000,activations=100000"
+SAMPLING_FLAG = "--samples_per_plugin=images=100000,activations=100000,histograms=100000"
 
 
 def tensorboard_command(log_dir: str | os.PathLike) -> str:
@@ -138,7 +138,7 @@ def tensorboard_command(log_dir: str | os.PathLike) -> str:
     Example:
 
     >>> tensorboard_command("logs/demo")
-    'tensorboard --logdir logs/demo --samples_per_plugin=images=100000,activations=100000'
+    'tensorboard --logdir logs/demo --samples_per_plugin=images=100000,activations=100000,histograms=100000'
     """
     return f"tensorboard --logdir {shlex.quote(os.fspath(log_dir))} {SAMPLING_FLAG}"
 

@@ -943,7 +943,7 @@ def layer_scalars(
 MAX_HISTOGRAM_BUCKETS = 10_000
 
 #: The flag that keeps every step of the histograms (the Rust loader keeps 100 tensors per tag).
-HISTOGRAMS_SAMPLING_FLAG = "--samples_per_plugin=histograms=100000"
+HISTOGRAMS_SAMPLING_FLAG = SAMPLING_FLAG  # one flag keeps every step the dashboard shows
 
 
 def layer_histogram(

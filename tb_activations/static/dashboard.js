@@ -36,7 +36,7 @@ for step in range(steps):
     logger.log(step)
 logger.close()
 
-# then:  tensorboard --logdir logs --samples_per_plugin=images=100000,activations=100000`;
+# then:  tensorboard --logdir logs --samples_per_plugin=images=100000,activations=100000,histograms=100000`;
 
 export class Dashboard {
   /**

@@ -189,7 +189,7 @@ export class HistogramPanel {
     // TensorBoard kept fewer steps of the histogram than of the mosaics: say which one this is.
     const sampled = answer.step !== answer.requested_step
       ? ` (step ${answer.requested_step} was not kept: restart TensorBoard with ` +
-        '--samples_per_plugin=histograms=100000 to keep every step)'
+        '--samples_per_plugin=images=100000,activations=100000,histograms=100000 to keep every step)'
       : '';
     setChildren(this.caption,
       `${answer.tag} at step ${answer.step}${sampled}: ${answer.count} values over the probes. ` +
