@@ -62,6 +62,7 @@ class ActivationsPlugin(base_plugin.TBPlugin):
             "/predictions": self._serve_predictions,
             "/examples": self._serve_examples,
             "/attribution": self._serve_attribution,
+            "/attribution_map": self._serve_attribution_map,
         }
 
     def is_active(self) -> bool:
@@ -278,6 +279,23 @@ class ActivationsPlugin(base_plugin.TBPlugin):
                 cache=self._cache,
             ),
         )
+
+    @wrappers.Request.application
+    def _serve_attribution_map(self, request):
+        def body(ctx, exp, args):
+            return plugin_data.attribution_map(
+                self._data_provider,
+                ctx,
+                experiment_id=exp,
+                run=plugin_data.require_str(args, "run"),
+                method=plugin_data.require_str(args, "method"),
+                probe=plugin_data.require_int(args, "probe"),
+                cls=plugin_data.require_str(args, "class"),
+                steps=plugin_data.require_steps(args, "steps", limit=64),
+                cache=self._cache,
+            )
+
+        return self._json_route(request, body)
 
     @wrappers.Request.application
     def _serve_index_js(self, request):

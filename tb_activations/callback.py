@@ -187,6 +187,13 @@ class ActivationCallback(keras.callbacks.Callback):
                 f"ActivationCallback got unexpected keyword arguments: {sorted(unknown)}. "
                 f"ActivationLogger options are: {sorted(accepted)}"
             )
+        if logger_kwargs.get("attribution_classes") is not None:
+            # Types and names now; the index range when the model is known (on_train_begin).
+            from tb_activations.attribution.step import resolve_classes_option
+
+            resolve_classes_option(
+                logger_kwargs["attribution_classes"], None, logger_kwargs.get("class_names")
+            )
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         from tb_activations.logger import ActivationLogger

@@ -180,7 +180,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
                 result = step.compute(method, classes=per_probe)
             except ValueError as err:
                 raise UserError(str(err)) from None
-            maps, chosen, _, drop = result
+            maps, chosen, drop = result.maps, result.classes, result.drop
             for i, name in enumerate(probes.names):
                 folder = os.path.join(args.png_dir, _safe(name))
                 os.makedirs(folder, exist_ok=True)

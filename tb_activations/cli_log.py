@@ -127,6 +127,23 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         metavar=("H", "W"),
         help="resize images to H x W (default: the model's input size, if fixed)",
     )
+    p.add_argument(
+        "--attribution",
+        metavar="METHOD",
+        nargs="+",
+        help="attribution methods written per image (gradcam, gradcam++, saliency, smoothgrad, "
+        "integrated_gradients, occlusion), or 'none' (default: gradcam for a classifier, an "
+        "output out of a softmax or sigmoid; none otherwise)",
+    )
+    p.add_argument(
+        "--attribution-class",
+        metavar="N",
+        type=int,
+        action="append",
+        help="also write the attribution maps of class N for every image, beside the "
+        "predicted class's (repeat for several classes); the dashboard's Explain panel "
+        "offers them",
+    )
     add_quiet_option(p)
     p.set_defaults(func=cmd_log)
     return p
@@ -168,11 +185,16 @@ def cmd_log(args: argparse.Namespace) -> int:
             run_name=args.run_name,
             max_image_size=args.max_image_size,
             overlay_quality=args.overlay_quality,
+            attribution=_attribution_option(args.attribution),
+            attribution_classes=args.attribution_class,
             # One step per call, in any order: a call at step 5 must not hide step 10.
             session_start=False,
         )
     except ValueError as err:
-        raise UserError(no_match_message(err)) from None
+        text = no_match_message(err).replace(
+            "argument `attribution_classes`", "--attribution-class"
+        )
+        raise UserError(text.replace("argument `attribution`", "--attribution")) from None
     report.progress(f"{len(logger.layers)} layer(s): {', '.join(i.path for i in logger.layers)}")
 
     records = None
@@ -233,3 +255,10 @@ def cmd_log(args: argparse.Namespace) -> int:
     if args.png_dir is not None:
         report.result(f"PNG files: {len(written)} in {args.png_dir}")
     return 0
+
+
+def _attribution_option(methods: list[str] | None) -> tuple[str, ...] | None:
+    """``--attribution`` as the logger's ``attribution=`` (``none``: ``()``)."""
+    if methods is None:
+        return None
+    return tuple(m for m in methods if m != "none")

@@ -165,6 +165,13 @@ class ActivationLogger:
             integrated gradients, occlusion, and the average-drop measure: one
             more forward pass) every ``attribution_every`` logs, the first
             included. Defaults to 10.
+        attribution_classes: Classes whose maps are written for every probe at
+            every step, beside the predicted class's, in the same batched pass
+            (for every method of ``attribution``): class indices, or names of
+            ``class_names``, e.g. ``[3, "cat"]``. The dashboard's Explain panel
+            offers them in its class chooser. Each class adds one map per probe
+            to the pass (the costly methods' passes included). Defaults to
+            ``None``: the predicted and label classes only.
         histogram_bins: Bins of the histogram of each layer's activations over
             the probes, written per step as ``<layer>/histogram`` in the stock
             ``histograms`` plugin's format (TensorBoard's Histograms and
@@ -239,6 +246,7 @@ class ActivationLogger:
         attribution: Sequence[str] | str | None = None,
         attribution_layer: LayerSpec | None = None,
         attribution_every: int = 10,
+        attribution_classes: Sequence[int | str] | None = None,
         histogram_bins: int = 30,
         blocking: bool = True,
         images_every: int | str = "auto",
@@ -335,7 +343,12 @@ class ActivationLogger:
         from tb_activations.attribution.step import attribution_step
 
         self._attribution = attribution_step(
-            self, attribution, attribution_layer, attribution_every, class_names
+            self,
+            attribution,
+            attribution_layer,
+            attribution_every,
+            class_names,
+            attribution_classes,
         )
         self.blocking = bool(blocking)
         self._worker: StepWorker | None = None  # blocking=False: started at the first log()

@@ -98,6 +98,12 @@ tag                                     plugin       content
                                                      ``max(0, p - p_masked) / p``
                                                      (Chattopadhay et al. 2018)
 ``attribution/M/nonfinite_count``       ``scalars``  NaN/Inf values in the maps
+``attribution/M/class_maps``            this plugin  float32 ``(N, E, h, w)``: the maps of
+                                                     the ``E`` classes of
+                                                     ``attribution_classes=``; content from
+                                                     :func:`create_attribution_classes_content`
+``attribution/M/class_scores``          this plugin  float32 ``(N, E, 2)``: the class and
+                                                     its probability, per probe and step
 ======================================  ===========  =================================
 
 All scalars are float32. CKA is ``nan`` where undefined (a layer constant
@@ -341,6 +347,11 @@ ATTRIBUTION_PREFIX = "attribution"
 ATTRIBUTION_SUFFIXES = ("overlay", "maps", "classes", "average_drop", "nonfinite_count")
 #: Columns of ``attribution/<method>/classes``.
 ATTRIBUTION_FIELDS = ("predicted_class", "label_class", "average_drop")
+#: Suffixes of the tags of the classes chosen with ``attribution_classes=``:
+#: ``attribution/<method>/class_maps`` and ``attribution/<method>/class_scores``.
+ATTRIBUTION_CLASS_SUFFIXES = ("class_maps", "class_scores")
+#: Last-axis columns of ``attribution/<method>/class_scores``.
+ATTRIBUTION_CLASS_FIELDS = ("class", "probability")
 
 # Values of ``SummaryMetadata.data_class`` (see TensorBoard's summary.proto):
 # third-party data left at DATA_CLASS_UNKNOWN is invisible to both loaders.
@@ -481,6 +492,8 @@ def create_attribution_content(
     class_names: list[str] | None,
     classes: list[list[int]],
     average_drop: list[float | None],
+    colormap: str | None = None,
+    alpha: float | None = None,
 ) -> dict[str, Any]:
     """Plugin content of the ``attribution/<method>/maps`` tag.
 
@@ -494,6 +507,9 @@ def create_attribution_content(
             at the first step (later steps: the ``classes`` tensor).
         average_drop: Per probe ``max(0, p - p_masked) / p`` of the predicted
             class (``None`` where not finite), at the first step.
+        colormap: The colormap of the overlays (the dashboard draws the stored maps
+            with it); left out when ``None``.
+        alpha: The blend weight of the overlays; left out when ``None``.
     """
     return {
         "version": PROTO_VERSION,
@@ -507,6 +523,45 @@ def create_attribution_content(
         "average_drop": list(average_drop),
         "fields": list(ATTRIBUTION_FIELDS),
         "overlay": attribution_tag(method, "overlay"),
+        **({} if colormap is None else {"colormap": str(colormap)}),
+        **({} if alpha is None else {"alpha": float(alpha)}),
+    }
+
+
+def create_attribution_classes_content(
+    *,
+    method: str,
+    layer: str | None,
+    probes: list[str],
+    class_names: list[str] | None,
+    classes: list[int],
+    colormap: str,
+    alpha: float,
+) -> dict[str, Any]:
+    """Plugin content of the ``attribution/<method>/class_maps`` tag.
+
+    Args:
+        method: One of :data:`ATTRIBUTION_METHODS`.
+        layer: The layer of a layer method (Grad-CAM), else ``None``.
+        probes: Probe names, in row order.
+        class_names: Class names, or ``None``.
+        classes: The class index of each map column (``attribution_classes=``).
+        colormap: The colormap of the logger's overlays: the dashboard draws these
+            maps over the probes with it.
+        alpha: The blend weight of the logger's overlays.
+    """
+    return {
+        "version": PROTO_VERSION,
+        "kind": "attribution_classes",
+        "method": method,
+        "layer": layer,
+        "probes": list(probes),
+        "class_names": None if class_names is None else [str(c) for c in class_names],
+        "classes": [int(c) for c in classes],
+        "colormap": str(colormap),
+        "alpha": float(alpha),
+        "fields": list(ATTRIBUTION_CLASS_FIELDS),
+        "scores": attribution_tag(method, "class_scores"),
     }
 
 

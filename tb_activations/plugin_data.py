@@ -1135,10 +1135,15 @@ def attribution(
     Returns:
         ``{"run", "methods": [{"method", "layer", "probes", "labels",
         "class_names", "overlay" (image tag: per probe ``[predicted | label]``),
-        "fields", "steps": [{"step", "rows": [[predicted_class, label_class,
-        average_drop] per probe]}]}]}``, methods in
+        "fields", "chosen", "steps": [{"step", "rows": [[predicted_class,
+        label_class, average_drop] per probe], "chosen"}]}]}``, methods in
         :data:`~tb_activations.metadata.ATTRIBUTION_METHODS` order; non-finite
         values are ``None``. ``methods`` is empty when no attribution was written.
+        A method's ``chosen`` is ``None``, or where the logger was given
+        ``attribution_classes``: ``{"classes", "colormap", "alpha", "maps"
+        (tag)}``; a step's ``chosen`` is then ``{"classes": [c per column],
+        "probabilities": [[p per column] per probe]}`` (else ``None``).
+        Their maps: :func:`attribution_map`.
 
     Raises:
         NotFoundError: if the run has no activation data at all.
@@ -1170,7 +1175,10 @@ def attribution(
             if raw.dtype.kind not in "fiub" or raw.ndim != 2 or raw.shape[1] < 3:
                 continue
             rows = [[_finite_or_none(v) for v in row[:3]] for row in raw.astype(np.float64)]
-            steps.append({"step": datum.step, "rows": rows})
+            steps.append({"step": datum.step, "rows": rows, "chosen": None})
+        chosen = _chosen_classes(
+            data_provider, ctx, experiment_id, run, method, listing[run], steps, cache
+        )
         layer = content.get("layer")
         methods.append(
             {
@@ -1181,10 +1189,238 @@ def attribution(
                 "class_names": _str_list(content.get("class_names")),
                 "overlay": metadata.attribution_tag(method, "overlay"),
                 "fields": list(metadata.ATTRIBUTION_FIELDS),
+                "chosen": chosen,
                 "steps": steps,
             }
         )
     return {"run": run, "methods": methods}
+
+
+def _chosen_classes(
+    data_provider, ctx, experiment_id: str, run: str, method: str, tags: Any, steps: list, cache
+) -> dict[str, Any] | None:
+    """The ``attribution_classes`` of one method (``None`` if none were logged); fills the
+    ``chosen`` of ``steps`` from the ``class_scores`` tensors."""
+    series = tags.get(metadata.attribution_tag(method, "class_maps"))
+    if series is None:
+        return None
+    try:
+        content = metadata.parse_plugin_metadata(series.plugin_content)
+    except (TypeError, ValueError):
+        return None
+    classes = content.get("classes")
+    if not isinstance(classes, list) or not all(_is_int(c) for c in classes):
+        return None
+    tag = metadata.attribution_tag(method, "class_scores")
+    by_step = {}
+    if tag in tags:
+        by_step = (
+            _own_tensors_by_step(data_provider, ctx, experiment_id, run, tag, cache, tags[tag])
+            or {}
+        )
+    for entry in steps:
+        datum = by_step.get(entry["step"])
+        raw = None if datum is None else np.asarray(datum.numpy)
+        if raw is None or raw.dtype.kind not in "fiub" or raw.ndim != 3 or raw.shape[2] < 2:
+            continue
+        raw = raw.astype(np.float64)
+        entry["chosen"] = {
+            "classes": [int(c) if math.isfinite(c) else -1 for c in raw[0, :, 0]],
+            "probabilities": [[_finite_or_none(v) for v in row] for row in raw[:, :, 1]],
+        }
+    colormap, alpha = _draw_style(content)
+    return {
+        "classes": classes,
+        "colormap": colormap,
+        "alpha": alpha,
+        "maps": metadata.attribution_tag(method, "class_maps"),
+    }
+
+
+def _draw_style(content: dict[str, Any]) -> tuple[str, float]:
+    """The colormap and alpha of the logger's overlays (magma, 0.5 where not written)."""
+    colormap = content.get("colormap")
+    alpha = content.get("alpha")
+    ok = isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and 0 <= alpha <= 1
+    return (colormap if isinstance(colormap, str) else "magma", float(alpha) if ok else 0.5)
+
+
+def attribution_map(
+    data_provider,
+    ctx,
+    *,
+    experiment_id: str,
+    run: str,
+    method: str,
+    probe: int,
+    cls: str,
+    steps: list[int],
+    cache: ReadCache | None = None,
+) -> dict[str, Any]:
+    """One probe's attribution map of one class at ``steps``, as stored, for the dashboard
+    to draw over the probe image (with the logger's colormap, :func:`attribution` says
+    which classes were logged).
+
+    ``cls`` is ``"predicted"``, ``"label"``, a class index or a class name. A
+    class is found at a step among the classes of ``attribution_classes``, else
+    as that step's predicted class or explained label class; otherwise its
+    ``map`` is ``None`` (it was not logged).
+
+    Returns:
+        ``{"run", "method", "probe", "class" (index, or None for "predicted"),
+        "logged" (among ``attribution_classes``), "colormap", "alpha", "colors"
+        ([[r, g, b] x 256], the colormap's levels then NaN and background),
+        "levels", "nan_index", "steps": [{"step", "class", "source"
+        ("chosen", "predicted", "label" or None), "map": [[v|None] x w] x h | None}]}``.
+
+    Raises:
+        InvalidArgumentError: for an unknown method, a class that is neither an
+            index nor a name of the run's class names, or ``"label"`` for a probe
+            without a usable label.
+        NotFoundError: if the run has no attribution of ``method``, or no probe ``probe``.
+    """
+    from tb_activations import colormaps  # numpy only at import
+
+    if method not in metadata.ATTRIBUTION_METHODS:
+        raise errors.InvalidArgumentError(
+            f"Invalid value for parameter `method`. Expected one of "
+            f"{list(metadata.ATTRIBUTION_METHODS)}. Received: {method[:100]!r}"
+        )
+    listing = data_provider.list_tensors(
+        ctx,
+        experiment_id=experiment_id,
+        plugin_name=metadata.PLUGIN_NAME,
+        run_tag_filter=_filter(run),
+    )
+    tags = listing.get(run, {})
+    maps_tag = metadata.attribution_tag(method, "maps")
+    if maps_tag not in tags:
+        raise errors.NotFoundError(f"No {method} attribution in run {run!r}.")
+    try:
+        content = metadata.parse_plugin_metadata(tags[maps_tag].plugin_content)
+    except (TypeError, ValueError) as err:
+        raise errors.NotFoundError(
+            f"The {method} attribution of run {run!r} is unreadable."
+        ) from err
+    probes = _str_list(content.get("probes")) or []
+    if probe >= len(probes):
+        raise errors.NotFoundError(f"No probe {probe} in run {run!r}: it has {len(probes)}.")
+    names = _str_list(content.get("class_names")) or []
+    wanted = _class_param(cls, names, _str_list(content.get("labels")), probe)
+    chosen_content: dict[str, Any] = {}
+    chosen_tag = metadata.attribution_tag(method, "class_maps")
+    if chosen_tag in tags:
+        try:
+            chosen_content = metadata.parse_plugin_metadata(tags[chosen_tag].plugin_content)
+        except (TypeError, ValueError):
+            chosen_content = {}
+
+    def by_step(tag: str) -> dict[int, Any]:
+        if tag not in tags:
+            return {}
+        return (
+            _own_tensors_by_step(data_provider, ctx, experiment_id, run, tag, cache, tags[tag])
+            or {}
+        )
+
+    maps, rows = by_step(maps_tag), by_step(metadata.attribution_tag(method, "classes"))
+    chosen_maps = by_step(chosen_tag)
+    chosen_scores = by_step(metadata.attribution_tag(method, "class_scores"))
+    out_steps = []
+    for step in steps:
+        found = _map_at(
+            probe,
+            wanted,
+            maps.get(step),
+            rows.get(step),
+            chosen_maps.get(step),
+            chosen_scores.get(step),
+        )
+        c, source, array = found
+        out_steps.append(
+            {
+                "step": step,
+                "class": c,
+                "source": source,
+                "map": None
+                if array is None
+                else [[_finite_or_none(v) for v in row] for row in array.tolist()],
+            }
+        )
+    logged = chosen_content.get("classes")
+    colormap, alpha = _draw_style(chosen_content or content)
+    try:
+        colors = colormaps.palette(colormap)
+    except Exception:  # an unknown or matplotlib-only colormap here: the default one
+        colormap, colors = "magma", colormaps.palette("magma")
+    return {
+        "run": run,
+        "method": method,
+        "probe": probe,
+        "class": wanted,
+        "logged": isinstance(logged, list) and wanted in logged,
+        "colormap": colormap,
+        "alpha": alpha,
+        "colors": np.asarray(colors).astype(int).tolist(),
+        "levels": colormaps.LEVELS,
+        "nan_index": colormaps.NAN_INDEX,
+        "steps": out_steps,
+    }
+
+
+def _class_param(cls: str, names: list, labels: list | None, probe: int) -> int | None:
+    """The class index that ``cls`` asks for (``None``: the predicted class)."""
+    if cls == "predicted":
+        return None
+    if cls == "label":
+        label = None if labels is None or probe >= len(labels) else labels[probe]
+        if label is None:
+            raise errors.InvalidArgumentError(f"Probe {probe} has no label.")
+        if re.fullmatch(r"[0-9]{1,9}", label):
+            return int(label)
+        if label in names:
+            return names.index(label)
+        raise errors.InvalidArgumentError(
+            f"The label {label[:100]!r} of probe {probe} is not a class index nor among "
+            "the run's class names."
+        )
+    if re.fullmatch(r"[0-9]{1,9}", cls):
+        return int(cls)
+    if cls in names:
+        return names.index(cls)
+    shown = names[:20] + (["..."] if len(names) > 20 else [])
+    raise errors.InvalidArgumentError(
+        "Invalid value for parameter `class`. Expected 'predicted', 'label', a class index "
+        f"or a class name{f' among {shown}' if names else ' (the run has no class names)'}. "
+        f"Received: {cls[:100]!r}"
+    )
+
+
+def _map_at(probe: int, wanted: int | None, maps, rows, chosen_maps, chosen_scores):
+    """``(class, source, (h, w) map)`` of ``wanted`` (``None``: predicted) at one step."""
+
+    def tensor(datum, ndim):
+        raw = None if datum is None else np.asarray(datum.numpy)
+        if raw is None or raw.dtype.kind not in "fiub" or raw.ndim != ndim or probe >= len(raw):
+            return None
+        return raw
+
+    m, r = tensor(maps, 4), tensor(rows, 2)
+    if wanted is not None:
+        cm, cs = tensor(chosen_maps, 4), tensor(chosen_scores, 3)
+        if cm is not None and cs is not None:
+            for j, c in enumerate(cs[probe, :, 0]):
+                if c == wanted and j < cm.shape[1]:
+                    return wanted, "chosen", cm[probe, j].astype(np.float64)
+    if r is None or r.shape[1] < 2:
+        return wanted, None, None
+    predicted, label = r[probe, 0], r[probe, 1]
+    if m is not None and m.shape[1] >= 2:
+        if wanted is None or predicted == wanted:
+            return int(predicted), "predicted", m[probe, 0].astype(np.float64)
+        if label == wanted:
+            return wanted, "label", m[probe, 1].astype(np.float64)
+    return (int(predicted) if wanted is None else wanted), None, None
 
 
 def layer_examples(

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -127,6 +127,71 @@ def explain(
     return fn(model, inputs, classes)
 
 
+def resolve_classes_option(
+    classes: Sequence[int | str] | int | str | None,
+    num_classes: int | None,
+    class_names: Sequence[str] | None,
+) -> tuple[int, ...]:
+    """The class indices of ``attribution_classes=`` (indices, or names of ``class_names``).
+
+    Duplicates are dropped, the order kept.
+
+    Raises:
+        ValueError: naming the first bad value and the valid indices and names.
+    """
+    if classes is None:
+        return ()
+    if isinstance(classes, (str, int, np.integer)) and not isinstance(classes, bool):
+        classes = [classes]
+    names = None if class_names is None else [str(c) for c in class_names]
+    valid = (
+        "class indices >= 0" if num_classes is None else f"class indices in [0, {num_classes - 1}]"
+    )
+    if names:
+        shown = names if len(names) <= 20 else [*names[:20], "..."]
+        valid += f" or names from `class_names` {shown}"
+    else:
+        valid += " (names need `class_names=`)"
+    try:
+        items = list(classes)
+    except TypeError:
+        items = None
+    out: list[int] = []
+    for item in items if items is not None else [classes]:
+        if isinstance(item, str) and names and item in names:
+            idx = names.index(item)
+        elif isinstance(item, (int, np.integer)) and not isinstance(item, (bool, np.bool_)):
+            idx = int(item)
+        else:
+            idx = -1
+        bad = items is None or idx < 0 or (num_classes is not None and idx >= num_classes)
+        if bad:
+            raise ValueError(
+                f"Invalid value for argument `attribution_classes`. Expected a list of {valid}. "
+                f"Received: attribution_classes={classes!r} (bad value: {item!r})"
+            )
+        if idx not in out:
+            out.append(idx)
+    return tuple(out)
+
+
+class Computed(NamedTuple):
+    """What :meth:`AttributionStep.compute` returns (plain numpy)."""
+
+    #: float32 ``(N, h, w)``: the maps of the predicted classes (or of ``classes=``).
+    maps: np.ndarray
+    #: int ``(N,)``: the class of each map.
+    classes: np.ndarray
+    #: ``{probe: (label class, map)}`` where the label's class differs from the prediction.
+    label_maps: dict[int, tuple[int, np.ndarray]]
+    #: float64 ``(N,)``: the average drop of each map (NaN: not measured).
+    drop: np.ndarray
+    #: float32 ``(N, E, h, w)``: the maps of the ``E`` classes of ``attribution_classes=``.
+    class_maps: np.ndarray | None = None
+    #: float64 ``(N, E)``: the probability of each of those classes per probe.
+    class_probs: np.ndarray | None = None
+
+
 def display_map(maps: np.ndarray) -> np.ndarray:
     """``(N, h, w)`` maps to show: integrated gradients ``(N, H, W, C)`` as ``sum_c |IG|``."""
     return np.abs(maps).sum(axis=-1) if maps.ndim == 4 else maps
@@ -143,12 +208,16 @@ class AttributionStep:
         every: Run the costly methods (:data:`COSTLY`) and measure the average drop
             every ``every`` calls (the first included).
         class_names: Class names, for labels given as names and the descriptions.
+        classes: Classes explained for every probe at every step beside the
+            predicted one, in the same pass (``attribution_classes=``): indices
+            or names of ``class_names``. Defaults to none.
         colormap, alpha: As the overlays of the activations.
         overlay_format, overlay_quality, compress_level: Encoding, as theirs.
 
     Raises:
         ValueError: for a model whose output is not a score per class, a layer
-            without a spatial output (checked here, before any step).
+            without a spatial output, a class of ``classes`` out of range or
+            not among ``class_names`` (checked here, before any step).
     """
 
     def __init__(
@@ -160,6 +229,7 @@ class AttributionStep:
         layer: Any = None,
         every: int = 1,
         class_names: Sequence[str] | None = None,
+        classes: Sequence[int | str] | None = None,
         colormap: str = "magma",
         alpha: float = 0.5,
         overlay_format: str = "jpeg",
@@ -186,6 +256,9 @@ class AttributionStep:
         self.probes = probes
         self.every = every
         self.class_names = None if class_names is None else list(class_names)
+        self.extra_classes = resolve_classes_option(
+            classes, self.target.num_classes, self.class_names
+        )
         self.colormap = colormap
         self.alpha = float(alpha)
         self.overlay_format = overlay_format
@@ -242,16 +315,18 @@ class AttributionStep:
         classes: Any = None,
         activations: dict[str, np.ndarray] | None = None,
         measure: bool = True,
-    ) -> tuple[np.ndarray, np.ndarray, dict[int, tuple[int, np.ndarray]], np.ndarray]:
-        """``(maps (N, h, w), their classes, {probe: (label, map)}, drop)``.
+    ) -> Computed:
+        """The maps of one method, all in one batched pass (see :class:`Computed`).
 
         The maps are those of the predicted classes, or of ``classes`` (one per
-        probe, -1: predicted) when given; then no label is explained. The average
-        drop (one more forward pass) is NaN unless ``measure``.
+        probe, -1: predicted) when given; then no label and none of
+        ``attribution_classes`` is explained. The average drop (one more forward
+        pass) is NaN unless ``measure``.
         """
         x = self.probes.inputs
         n = len(x)
         labelled = np.flatnonzero(self.labels >= 0) if classes is None else np.zeros(0, int)
+        extra = np.asarray(self.extra_classes if classes is None else (), np.int32)
         if classes is not None:
             pred = self.target.resolve_classes(classes, n)
         elif output is not None and np.ndim(output) == 2 and len(output) == n:
@@ -259,8 +334,11 @@ class AttributionStep:
             labelled = labelled[self.labels[labelled] != pred[labelled]]
         else:
             pred = np.full(n, -1, np.int32)
-        rows = np.concatenate([np.arange(n), labelled])
-        classes = np.concatenate([pred, self.labels[labelled]]).astype(np.int32)
+        # One batch: every probe for its prediction, the misclassified for their label,
+        # and every probe again for each class of `attribution_classes` (one row each).
+        rows = np.concatenate([np.arange(n), labelled, np.tile(np.arange(n), len(extra))])
+        classes = np.concatenate([pred, self.labels[labelled], np.repeat(extra, n)])
+        classes = classes.astype(np.int32)
         acts = None
         if method in LAYER_METHODS and activations is not None and self.layer in activations:
             acts = np.asarray(activations[self.layer])[rows]
@@ -275,7 +353,14 @@ class AttributionStep:
         drop = (
             self._average_drop(x, maps[:n], pred, ex.logits[:n]) if measure else np.full(n, np.nan)
         )
-        return maps[:n], pred, label_maps, drop
+        class_maps = class_probs = None
+        if len(extra):
+            first = n + len(labelled)
+            class_maps = maps[first:].reshape(len(extra), n, *maps.shape[1:]).swapaxes(0, 1)
+            with np.errstate(all="ignore"):
+                probs = self._probabilities(ex.logits[first:])
+            class_probs = probs[np.arange(len(probs)), np.repeat(extra, n)].reshape(-1, n).T
+        return Computed(maps[:n], pred, label_maps, drop, class_maps, class_probs)
 
     def method_values(
         self, method: str, display: np.ndarray, output: np.ndarray | None, result: Any = None
@@ -283,7 +368,8 @@ class AttributionStep:
         """The summary values of one method; ``result`` of :meth:`compute` if done already."""
         from tb_activations.summary import float_tensor_value, image_value, scalar_value
 
-        maps, pred, label_maps, drop = result or self.compute(method, output)
+        result = result or self.compute(method, output)
+        maps, pred, label_maps, drop = result[:4]
         n = len(maps)
         pairs = np.stack(
             [
@@ -309,6 +395,9 @@ class AttributionStep:
         nonfinite = int((~np.isfinite(maps)).sum()) + sum(
             int((~np.isfinite(m)).sum()) for _, m in label_maps.values()
         )
+        class_maps = getattr(result, "class_maps", None)
+        if class_maps is not None:
+            nonfinite += int((~np.isfinite(class_maps)).sum())
         finite_drop = drop[np.isfinite(drop)]
         classes = [[int(pred[i]), label_maps[i][0] if i in label_maps else -1] for i in range(n)]
         content = metadata.create_attribution_content(
@@ -319,6 +408,8 @@ class AttributionStep:
             class_names=self.class_names,
             classes=classes,
             average_drop=[float(d) if np.isfinite(d) else None for d in drop],
+            colormap=self.colormap,
+            alpha=self.alpha,
         )
         desc = self._description(method, maps, pred, label_maps, drop, nonfinite)
         tag = metadata.attribution_tag
@@ -347,6 +438,8 @@ class AttributionStep:
                 description=f"NaN/Inf values in the {method} maps (drawn in magenta).",
             ),
         ]
+        if class_maps is not None:
+            values.extend(self._class_values(method, class_maps, result.class_probs))
         if finite_drop.size:  # measured at this step (every `attribution_every` logs)
             values.append(
                 scalar_value(
@@ -358,6 +451,43 @@ class AttributionStep:
                 )
             )
         return values
+
+    def _class_values(self, method: str, class_maps: np.ndarray, class_probs: np.ndarray) -> list:
+        """The maps and probabilities of the ``attribution_classes`` (no overlay images:
+        the dashboard draws them from the maps, with the same colormap and alpha)."""
+        from tb_activations.summary import float_tensor_value
+
+        n, e = class_maps.shape[:2]
+        content = metadata.create_attribution_classes_content(
+            method=method,
+            layer=self.layer if method in LAYER_METHODS else None,
+            probes=self.probes.names,
+            class_names=self.class_names,
+            classes=list(self.extra_classes),
+            colormap=self.colormap,
+            alpha=self.alpha,
+        )
+        chosen = ", ".join(self._class_text(c) for c in self.extra_classes)
+        scores = np.empty((n, e, 2), np.float32)
+        scores[:, :, 0] = np.asarray(self.extra_classes, np.float32)
+        scores[:, :, 1] = class_probs
+        tag = metadata.attribution_tag
+        return [
+            float_tensor_value(
+                tag(method, "class_maps"),
+                _shrink(np.asarray(class_maps, np.float32)),
+                content=content,
+                description=f"float32 (N, E, h, w): the {method} maps of the classes "
+                f"{chosen} (attribution_classes), per probe.",
+            ),
+            float_tensor_value(
+                tag(method, "class_scores"),
+                scores,
+                content=content,
+                description=f"float32 (N, E, 2): class and its probability, per probe, for "
+                f"the classes {chosen} (attribution_classes).",
+            ),
+        ]
 
     def _average_drop(
         self, x: np.ndarray, maps: np.ndarray, classes: np.ndarray, logits: np.ndarray
@@ -459,7 +589,7 @@ def overlay_pair(
 
 
 def _shrink(stored: np.ndarray) -> np.ndarray:
-    """Mean-pool ``(N, 2, H, W)`` maps to at most :data:`MAX_TENSOR_SIDE` px (NaN kept)."""
+    """Mean-pool ``(N, M, H, W)`` maps to at most :data:`MAX_TENSOR_SIDE` px (NaN kept)."""
     n, two, h, w = stored.shape
     f = math.ceil(max(h, w) / MAX_TENSOR_SIDE)
     if f <= 1:
@@ -477,6 +607,7 @@ def attribution_step(
     layer: Any,
     every: int,
     class_names: Sequence[str] | None,
+    classes: Sequence[int | str] | None = None,
 ) -> AttributionStep | None:
     """The :class:`AttributionStep` of an :class:`~tb_activations.ActivationLogger`, or
     ``None`` when no method applies (``attribution=None`` on a model that is not a
@@ -488,6 +619,14 @@ def attribution_step(
                 "Invalid value for argument `attribution_layer`: no attribution method is on. "
                 f"Received: attribution={attribution!r}, attribution_layer={layer!r}"
             )
+        if resolve_classes_option(classes, None, class_names):
+            raise ValueError(
+                "Invalid value for argument `attribution_classes`: no attribution method is on "
+                "(attribution=None turns Grad-CAM on for classifiers only: a model whose output "
+                "comes out of a softmax or sigmoid; else name a method, e.g. "
+                f"attribution=('gradcam',)). Received: attribution={attribution!r}, "
+                f"attribution_classes={classes!r}"
+            )
         return None
     return AttributionStep(
         logger.model,
@@ -496,6 +635,7 @@ def attribution_step(
         layer=layer,
         every=every,
         class_names=class_names,
+        classes=classes,
         colormap=logger.colormap,
         alpha=logger.alpha,
         overlay_format=logger.overlay_format,
