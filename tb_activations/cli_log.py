@@ -144,6 +144,14 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "predicted class's (repeat for several classes); the dashboard's Explain panel "
         "offers them",
     )
+    p.add_argument(
+        "--attribution-top-k",
+        metavar="K",
+        type=int,
+        default=1,
+        help="also write the attribution maps of each image's 2nd to K-th highest scoring "
+        "classes (default: 1, the predicted class only)",
+    )
     add_quiet_option(p)
     p.set_defaults(func=cmd_log)
     return p
@@ -187,6 +195,7 @@ def cmd_log(args: argparse.Namespace) -> int:
             overlay_quality=args.overlay_quality,
             attribution=_attribution_option(args.attribution),
             attribution_classes=args.attribution_class,
+            attribution_top_k=args.attribution_top_k,
             # One step per call, in any order: a call at step 5 must not hide step 10.
             session_start=False,
         )
@@ -194,6 +203,7 @@ def cmd_log(args: argparse.Namespace) -> int:
         text = no_match_message(err).replace(
             "argument `attribution_classes`", "--attribution-class"
         )
+        text = text.replace("argument `attribution_top_k`", "--attribution-top-k")
         raise UserError(text.replace("argument `attribution`", "--attribution")) from None
     report.progress(f"{len(logger.layers)} layer(s): {', '.join(i.path for i in logger.layers)}")
 

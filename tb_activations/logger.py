@@ -172,6 +172,10 @@ class ActivationLogger:
             offers them in its class chooser. Each class adds one map per probe
             to the pass (the costly methods' passes included). Defaults to
             ``None``: the predicted and label classes only.
+        attribution_top_k: Also write, in the same pass, the maps of each
+            probe's 2nd to ``attribution_top_k``-th highest scoring classes (the
+            runners-up, which differ per probe and step). Defaults to 1: the
+            predicted class only.
         histogram_bins: Bins of the histogram of each layer's activations over
             the probes, written per step as ``<layer>/histogram`` in the stock
             ``histograms`` plugin's format (TensorBoard's Histograms and
@@ -247,6 +251,7 @@ class ActivationLogger:
         attribution_layer: LayerSpec | None = None,
         attribution_every: int = 10,
         attribution_classes: Sequence[int | str] | None = None,
+        attribution_top_k: int = 1,
         histogram_bins: int = 30,
         blocking: bool = True,
         images_every: int | str = "auto",
@@ -349,6 +354,7 @@ class ActivationLogger:
             attribution_every,
             class_names,
             attribution_classes,
+            attribution_top_k,
         )
         self.blocking = bool(blocking)
         self._worker: StepWorker | None = None  # blocking=False: started at the first log()

@@ -100,7 +100,9 @@ tag                                     plugin       content
 ``attribution/M/nonfinite_count``       ``scalars``  NaN/Inf values in the maps
 ``attribution/M/class_maps``            this plugin  float32 ``(N, E, h, w)``: the maps of
                                                      the ``E`` classes of
-                                                     ``attribution_classes=``; content from
+                                                     ``attribution_classes=``, then of
+                                                     ranks 2..k (``attribution_top_k``);
+                                                     content from
                                                      :func:`create_attribution_classes_content`
 ``attribution/M/class_scores``          this plugin  float32 ``(N, E, 2)``: the class and
                                                      its probability, per probe and step
@@ -537,6 +539,7 @@ def create_attribution_classes_content(
     classes: list[int],
     colormap: str,
     alpha: float,
+    ranks: list[int] | None = None,
 ) -> dict[str, Any]:
     """Plugin content of the ``attribution/<method>/class_maps`` tag.
 
@@ -545,10 +548,13 @@ def create_attribution_classes_content(
         layer: The layer of a layer method (Grad-CAM), else ``None``.
         probes: Probe names, in row order.
         class_names: Class names, or ``None``.
-        classes: The class index of each map column (``attribution_classes=``).
+        classes: The class index of the first map columns (``attribution_classes=``).
         colormap: The colormap of the logger's overlays: the dashboard draws these
             maps over the probes with it.
         alpha: The blend weight of the logger's overlays.
+        ranks: The ranks of the next columns (``attribution_top_k=``): rank ``r`` is
+            each probe's ``r``-th highest scoring class (its class per probe and step
+            is in ``class_scores``).
     """
     return {
         "version": PROTO_VERSION,
@@ -558,6 +564,7 @@ def create_attribution_classes_content(
         "probes": list(probes),
         "class_names": None if class_names is None else [str(c) for c in class_names],
         "classes": [int(c) for c in classes],
+        "ranks": [int(r) for r in ranks or ()],
         "colormap": str(colormap),
         "alpha": float(alpha),
         "fields": list(ATTRIBUTION_CLASS_FIELDS),

@@ -1140,9 +1140,11 @@ def attribution(
         :data:`~tb_activations.metadata.ATTRIBUTION_METHODS` order; non-finite
         values are ``None``. ``methods`` is empty when no attribution was written.
         A method's ``chosen`` is ``None``, or where the logger was given
-        ``attribution_classes``: ``{"classes", "colormap", "alpha", "maps"
-        (tag)}``; a step's ``chosen`` is then ``{"classes": [c per column],
-        "probabilities": [[p per column] per probe]}`` (else ``None``).
+        ``attribution_classes`` or ``attribution_top_k``: ``{"classes",
+        "ranks", "colormap", "alpha", "maps" (tag)}``; a step's ``chosen`` is
+        then ``{"classes": [[c per column] per probe], "probabilities": [[p
+        per column] per probe]}`` (else ``None``), the columns the classes then
+        the ranks.
         Their maps: :func:`attribution_map`.
 
     Raises:
@@ -1225,12 +1227,14 @@ def _chosen_classes(
             continue
         raw = raw.astype(np.float64)
         entry["chosen"] = {
-            "classes": [int(c) if math.isfinite(c) else -1 for c in raw[0, :, 0]],
+            "classes": [[int(c) if math.isfinite(c) else -1 for c in row] for row in raw[:, :, 0]],
             "probabilities": [[_finite_or_none(v) for v in row] for row in raw[:, :, 1]],
         }
     colormap, alpha = _draw_style(content)
+    ranks = content.get("ranks")
     return {
         "classes": classes,
+        "ranks": ranks if isinstance(ranks, list) and all(_is_int(r) for r in ranks) else [],
         "colormap": colormap,
         "alpha": alpha,
         "maps": metadata.attribution_tag(method, "class_maps"),
@@ -1261,13 +1265,16 @@ def attribution_map(
     to draw over the probe image (with the logger's colormap, :func:`attribution` says
     which classes were logged).
 
-    ``cls`` is ``"predicted"``, ``"label"``, a class index or a class name. A
-    class is found at a step among the classes of ``attribution_classes``, else
-    as that step's predicted class or explained label class; otherwise its
-    ``map`` is ``None`` (it was not logged).
+    ``cls`` is ``"predicted"``, ``"label"``, ``"rankR"`` (the ``R``-th highest
+    scoring class at each step, logged with ``attribution_top_k``), a class
+    index or a class name. A class is found at a step among the classes of
+    ``attribution_classes`` and ``attribution_top_k``, else as that step's
+    predicted class or explained label class; otherwise its ``map`` is
+    ``None`` (it was not logged).
 
     Returns:
-        ``{"run", "method", "probe", "class" (index, or None for "predicted"),
+        ``{"run", "method", "probe", "class" (index, or None for "predicted"
+        and the ranks), "rank" (R of "rankR", 1 for "predicted", else None),
         "logged" (among ``attribution_classes``), "colormap", "alpha", "colors"
         ([[r, g, b] x 256], the colormap's levels then NaN and background),
         "levels", "nan_index", "steps": [{"step", "class", "source"
@@ -1314,6 +1321,13 @@ def attribution_map(
             chosen_content = metadata.parse_plugin_metadata(tags[chosen_tag].plugin_content)
         except (TypeError, ValueError):
             chosen_content = {}
+    rank = None
+    column = None  # the class_maps column of a rank
+    if isinstance(wanted, str):  # "rankR"
+        rank, wanted = int(wanted[4:]), None
+        fixed, ranks = chosen_content.get("classes"), chosen_content.get("ranks")
+        if rank > 1 and isinstance(fixed, list) and isinstance(ranks, list) and rank in ranks:
+            column = len(fixed) + ranks.index(rank)
 
     def by_step(tag: str) -> dict[int, Any]:
         if tag not in tags:
@@ -1328,15 +1342,19 @@ def attribution_map(
     chosen_scores = by_step(metadata.attribution_tag(method, "class_scores"))
     out_steps = []
     for step in steps:
-        found = _map_at(
-            probe,
-            wanted,
-            maps.get(step),
-            rows.get(step),
-            chosen_maps.get(step),
-            chosen_scores.get(step),
-        )
-        c, source, array = found
+        if rank is not None and rank > 1:
+            c, source, array = _rank_at(
+                probe, column, chosen_maps.get(step), chosen_scores.get(step)
+            )
+        else:
+            c, source, array = _map_at(
+                probe,
+                wanted,
+                maps.get(step),
+                rows.get(step),
+                chosen_maps.get(step),
+                chosen_scores.get(step),
+            )
         out_steps.append(
             {
                 "step": step,
@@ -1358,7 +1376,10 @@ def attribution_map(
         "method": method,
         "probe": probe,
         "class": wanted,
-        "logged": isinstance(logged, list) and wanted in logged,
+        "rank": 1 if cls in ("predicted", "rank1") else rank,
+        "logged": (column is not None)
+        if rank is not None and rank > 1
+        else isinstance(logged, list) and wanted in logged,
         "colormap": colormap,
         "alpha": alpha,
         "colors": np.asarray(colors).astype(int).tolist(),
@@ -1368,10 +1389,13 @@ def attribution_map(
     }
 
 
-def _class_param(cls: str, names: list, labels: list | None, probe: int) -> int | None:
-    """The class index that ``cls`` asks for (``None``: the predicted class)."""
-    if cls == "predicted":
+def _class_param(cls: str, names: list, labels: list | None, probe: int) -> int | str | None:
+    """The class index that ``cls`` asks for (``None``: the predicted class; ``"rankR"``
+    kept as it is)."""
+    if cls == "predicted" or cls == "rank1":
         return None
+    if re.fullmatch(r"rank[0-9]{1,6}", cls):
+        return cls
     if cls == "label":
         label = None if labels is None or probe >= len(labels) else labels[probe]
         if label is None:
@@ -1390,10 +1414,23 @@ def _class_param(cls: str, names: list, labels: list | None, probe: int) -> int 
         return names.index(cls)
     shown = names[:20] + (["..."] if len(names) > 20 else [])
     raise errors.InvalidArgumentError(
-        "Invalid value for parameter `class`. Expected 'predicted', 'label', a class index "
+        "Invalid value for parameter `class`. Expected 'predicted', 'label', 'rankR', a "
+        "class index "
         f"or a class name{f' among {shown}' if names else ' (the run has no class names)'}. "
         f"Received: {cls[:100]!r}"
     )
+
+
+def _rank_at(probe: int, column: int | None, chosen_maps, chosen_scores):
+    """``(class, "rank", (h, w) map)`` of one ranked column at one step, or no map."""
+    if column is None or chosen_maps is None or chosen_scores is None:
+        return None, None, None
+    cm, cs = np.asarray(chosen_maps.numpy), np.asarray(chosen_scores.numpy)
+    ok = cm.ndim == 4 and cs.ndim == 3 and probe < min(len(cm), len(cs))
+    if not ok or column >= min(cm.shape[1], cs.shape[1]) or cm.dtype.kind not in "fiub":
+        return None, None, None
+    c = cs[probe, column, 0]
+    return (int(c) if math.isfinite(c) else None), "rank", cm[probe, column].astype(np.float64)
 
 
 def _map_at(probe: int, wanted: int | None, maps, rows, chosen_maps, chosen_scores):

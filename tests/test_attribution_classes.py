@@ -39,6 +39,7 @@ def test_chosen_classes_are_written_per_step_as_grad_cam_of_that_class(tmp_path)
         layers=["conv"],  # extracted: Grad-CAM takes its output from the extraction pass
         attribution=("gradcam",),
         attribution_classes=[2, "a", 2],
+        attribution_top_k=3,  # and the runners-up: ranks 2 and 3 of each probe
         class_names=["a", "b", "c"],
     ) as logger:
         logger.log(0)
@@ -50,18 +51,32 @@ def test_chosen_classes_are_written_per_step_as_grad_cam_of_that_class(tmp_path)
     assert [e.step for e in acc.Tensors("attribution/gradcam/class_maps")] == [0, 1]
     maps, content = tensor_of(acc, "attribution/gradcam/class_maps")
     assert content["kind"] == "attribution_classes" and content["classes"] == [2, 0]
+    assert content["ranks"] == [2, 3]
     assert content["layer"] == "conv" and content["colormap"] == "magma"
     assert content["alpha"] == 0.5 and content["class_names"] == ["a", "b", "c"]
-    assert maps.shape == (3, 2, 64, 48)
-    for j, c in enumerate([2, 0]):
-        want = pooled(grad_cam(model, x, [c] * 3, "conv"), 2)
+    assert maps.shape == (3, 4, 64, 48)
+    probs = np.asarray(model(x))
+    order = np.argsort(-probs, axis=1)
+    columns = [np.full(3, 2), np.full(3, 0), order[:, 1], order[:, 2]]
+    for j, c in enumerate(columns):
+        want = pooled(grad_cam(model, x, c, "conv"), 2)
         np.testing.assert_allclose(maps[:, j], want, rtol=1e-4, atol=1e-6)
     scores, _ = tensor_of(acc, "attribution/gradcam/class_scores")
-    probs = np.asarray(model(x))
-    assert scores.shape == (3, 2, 2) and (scores[:, :, 0] == [2, 0]).all()
-    np.testing.assert_allclose(scores[:, :, 1], probs[:, [2, 0]], rtol=1e-4)
+    assert scores.shape == (3, 4, 2)
+    np.testing.assert_array_equal(scores[:, :, 0], np.stack(columns, axis=1))
+    np.testing.assert_allclose(
+        scores[:, :, 1], np.take_along_axis(probs, np.stack(columns, axis=1), 1), rtol=1e-4
+    )
     # The predicted class's map is written as before.
     assert "attribution/gradcam/overlay" in acc.Tags()["tensors"]
+    # Without the model output at hand (predictions=False), one forward pass ranks them.
+    from tb_activations.attribution.step import AttributionStep
+
+    step = AttributionStep(model, Probes(x), ("gradcam",), layer="conv", top_k=2)
+    alone, given = step.compute("gradcam"), step.compute("gradcam", probs)
+    np.testing.assert_array_equal(alone.class_ids, order[:, 1:2])
+    np.testing.assert_array_equal(given.class_ids, order[:, 1:2])
+    np.testing.assert_allclose(alone.class_maps, given.class_maps, rtol=1e-5)
 
 
 def test_chosen_classes_with_labels_and_every_method_in_one_batch(tmp_path):
@@ -113,6 +128,12 @@ def test_bad_classes_fail_at_construction_naming_the_value(tmp_path):
         build(attribution_classes=[True])
     with pytest.raises(ValueError, match="bad value: -1"):
         build(attribution_classes=-1)
+    with pytest.raises(
+        ValueError, match=r"attribution_top_k.*\[1, 4\].*Received: attribution_top_k=5"
+    ):
+        build(attribution_top_k=5)
+    with pytest.raises(ValueError, match="attribution_top_k=0"):
+        build(attribution_top_k=0)
     with pytest.raises(ValueError, match="no attribution method is on"):
         build(attribution=(), attribution_classes=[1])
     # The callback checks what it can before the model is known: types and names.
@@ -158,6 +179,7 @@ def logged(tmp_path_factory):
         attribution=("gradcam",),
         attribution_layer="mask",
         attribution_classes=["ne", 0],
+        attribution_top_k=2,
         class_names=NAMES,
     ) as logger:
         for step in (0, 5):
@@ -176,14 +198,18 @@ def test_attribution_answer_lists_the_chosen_classes(logged):
     cam = answer["methods"][0]
     assert cam["chosen"] == {
         "classes": [1, 0],
+        "ranks": [2],
         "colormap": "magma",
         "alpha": 0.5,
         "maps": "attribution/gradcam/class_maps",
     }
     probs = np.asarray(logged["model"](logged["x"]))
+    second = np.argsort(-probs, axis=1, kind="stable")[:, 1]
     for entry in cam["steps"]:
-        assert entry["chosen"]["classes"] == [1, 0]
-        np.testing.assert_allclose(entry["chosen"]["probabilities"], probs[:, [1, 0]], rtol=1e-4)
+        assert entry["chosen"]["classes"] == [[1, 0, c] for c in second]
+        np.testing.assert_allclose(
+            np.asarray(entry["chosen"]["probabilities"])[:, :2], probs[:, [1, 0]], rtol=1e-4
+        )
     plain = plugin_data.attribution(logged["provider"], CTX, experiment_id="", run="plain")
     assert plain["methods"][0]["chosen"] is None
     assert plain["methods"][0]["steps"][0]["chosen"] is None
@@ -232,6 +258,18 @@ def test_attribution_map_route_finds_any_logged_class(logged):
     assert get(7, "1").status_code == 404
     assert get(0, "1", run="nope").status_code == 404
     assert get(0, "1", method="saliency").status_code == 404
+    # The 2nd highest score of each probe, whatever its class.
+    for probe in (0, 1):
+        ranked = get(probe, "rank2").json
+        assert ranked["rank"] == 2 and ranked["logged"] is True and ranked["class"] is None
+        c = ranked["steps"][1]["class"]
+        predicted = get(probe, "predicted").json["steps"][1]["class"]
+        assert ranked["steps"][1]["source"] == "rank" and c != predicted
+        np.testing.assert_allclose(
+            ranked["steps"][1]["map"], grad_cam(model, x[probe:][:1], c, "mask")[0], rtol=1e-5
+        )
+    assert get(0, "rank3").json["steps"][0]["map"] is None
+    assert get(0, "rank1").json["rank"] == 1
     # The probes of the plain run have labels; its maps come from the predicted/label rows.
     assert get(1, "label", run="plain").json["steps"][0]["source"] == "label"
 
@@ -263,3 +301,5 @@ def test_cli_log_writes_the_chosen_classes(tmp_path, capsys):
     assert "--attribution-class" in capsys.readouterr().err
     assert main([*args, "none", "--attribution-class", "1", "--run-name", "off"]) == 2
     assert "no attribution method is on" in capsys.readouterr().err
+    assert main([*args, "gradcam", "--attribution-top-k", "9", "--run-name", "k"]) == 2
+    assert "--attribution-top-k" in capsys.readouterr().err

@@ -22,6 +22,7 @@ def write_logs(log_dir: str) -> None:
         attribution=("gradcam",),
         attribution_layer="mask",
         attribution_classes=["ne"],
+        attribution_top_k=2,
         class_names=["nw", "ne", "sw", "se"],
     ) as logger:
         for step in (0, 1, 2):
@@ -67,7 +68,7 @@ def check_class_chooser(page, log_dir) -> None:
     from tests.test_attribution_step import quadrant_probes, tensor_of
 
     options = page.eval_on_selector_all("#tba-explain-class option", "os => os.map(o => o.text)")
-    assert options == ["predicted class", "label's class", "ne (1)"], options
+    assert options == ["predicted class", "label's class", "ne (1)", "2nd highest score"], options
     page.select_option("#tba-probe", "0")
     page.fill("#tba-explain-class-input", "ne")
     page.press("#tba-explain-class-input", "Enter")
@@ -96,3 +97,6 @@ def check_class_chooser(page, log_dir) -> None:
     page.select_option("#tba-probe", "1")
     page.select_option("#tba-explain-class", "label")
     wait_text(page, "#tba-explain-now", "b at step 2: predicted se · map of sw (2) (the label)")
+    page.select_option("#tba-explain-class", "rank2")
+    wait_text(page, "#tba-explain-now", "· 2nd highest score")
+    page.wait_for_function("() => !document.querySelector('#tba-explain-canvas')?.hidden")

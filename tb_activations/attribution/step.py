@@ -190,6 +190,8 @@ class Computed(NamedTuple):
     class_maps: np.ndarray | None = None
     #: float64 ``(N, E)``: the probability of each of those classes per probe.
     class_probs: np.ndarray | None = None
+    #: int ``(N, E)``: the class of each of those maps (the ranked ones differ per probe).
+    class_ids: np.ndarray | None = None
 
 
 def display_map(maps: np.ndarray) -> np.ndarray:
@@ -211,13 +213,17 @@ class AttributionStep:
         classes: Classes explained for every probe at every step beside the
             predicted one, in the same pass (``attribution_classes=``): indices
             or names of ``class_names``. Defaults to none.
+        top_k: Also explain each probe's 2nd to ``top_k``-th highest scoring
+            classes, in the same pass (``attribution_top_k=``). Defaults to 1:
+            the predicted class only.
         colormap, alpha: As the overlays of the activations.
         overlay_format, overlay_quality, compress_level: Encoding, as theirs.
 
     Raises:
         ValueError: for a model whose output is not a score per class, a layer
             without a spatial output, a class of ``classes`` out of range or
-            not among ``class_names`` (checked here, before any step).
+            not among ``class_names``, a ``top_k`` that is not in [1, classes]
+            (checked here, before any step).
     """
 
     def __init__(
@@ -230,6 +236,7 @@ class AttributionStep:
         every: int = 1,
         class_names: Sequence[str] | None = None,
         classes: Sequence[int | str] | None = None,
+        top_k: int = 1,
         colormap: str = "magma",
         alpha: float = 0.5,
         overlay_format: str = "jpeg",
@@ -259,6 +266,16 @@ class AttributionStep:
         self.extra_classes = resolve_classes_option(
             classes, self.target.num_classes, self.class_names
         )
+        k = self.target.num_classes
+        valid = not isinstance(top_k, bool) and isinstance(top_k, (int, np.integer))
+        if not valid or top_k < 1 or (k is not None and top_k > k):
+            raise ValueError(
+                "Invalid value for argument `attribution_top_k`. Expected an int in "
+                f"[1, {k if k is not None else 'the number of classes'}] (1: the predicted "
+                f"class only). Received: attribution_top_k={top_k!r}"
+            )
+        #: Ranks explained beside the first (the predicted class): 2 .. top_k.
+        self.ranks = tuple(range(2, int(top_k) + 1))
         self.colormap = colormap
         self.alpha = float(alpha)
         self.overlay_format = overlay_format
@@ -326,18 +343,28 @@ class AttributionStep:
         x = self.probes.inputs
         n = len(x)
         labelled = np.flatnonzero(self.labels >= 0) if classes is None else np.zeros(0, int)
-        extra = np.asarray(self.extra_classes if classes is None else (), np.int32)
+        given = output is not None and np.ndim(output) == 2 and len(output) == n
+        # int (E, N): the class of each extra map, per probe: the chosen classes, then
+        # the ranked ones (2nd, 3rd... highest score; the order of the output's values).
+        columns = [np.full(n, c, np.int32) for c in (self.extra_classes if classes is None else ())]
+        if self.ranks and classes is None:
+            if not given:  # the order is needed before the pass: one forward pass
+                _, output = predicted_classes(self.target, x, np.full(n, -1, np.int32))
+                given = True
+            order = np.argsort(-np.asarray(output, np.float64), axis=1, kind="stable")
+            columns += [order[:, r - 1].astype(np.int32) for r in self.ranks]
+        extra = np.stack(columns) if columns else np.zeros((0, n), np.int32)
         if classes is not None:
             pred = self.target.resolve_classes(classes, n)
-        elif output is not None and np.ndim(output) == 2 and len(output) == n:
+        elif given:
             pred = np.asarray(output).argmax(axis=1).astype(np.int32)
             labelled = labelled[self.labels[labelled] != pred[labelled]]
         else:
             pred = np.full(n, -1, np.int32)
         # One batch: every probe for its prediction, the misclassified for their label,
-        # and every probe again for each class of `attribution_classes` (one row each).
+        # and every probe again for each extra class (one row each).
         rows = np.concatenate([np.arange(n), labelled, np.tile(np.arange(n), len(extra))])
-        classes = np.concatenate([pred, self.labels[labelled], np.repeat(extra, n)])
+        classes = np.concatenate([pred, self.labels[labelled], extra.ravel()])
         classes = classes.astype(np.int32)
         acts = None
         if method in LAYER_METHODS and activations is not None and self.layer in activations:
@@ -353,14 +380,15 @@ class AttributionStep:
         drop = (
             self._average_drop(x, maps[:n], pred, ex.logits[:n]) if measure else np.full(n, np.nan)
         )
-        class_maps = class_probs = None
+        class_maps = class_probs = class_ids = None
         if len(extra):
             first = n + len(labelled)
             class_maps = maps[first:].reshape(len(extra), n, *maps.shape[1:]).swapaxes(0, 1)
             with np.errstate(all="ignore"):
                 probs = self._probabilities(ex.logits[first:])
-            class_probs = probs[np.arange(len(probs)), np.repeat(extra, n)].reshape(-1, n).T
-        return Computed(maps[:n], pred, label_maps, drop, class_maps, class_probs)
+            class_probs = probs[np.arange(len(probs)), extra.ravel()].reshape(-1, n).T
+            class_ids = extra.T
+        return Computed(maps[:n], pred, label_maps, drop, class_maps, class_probs, class_ids)
 
     def method_values(
         self, method: str, display: np.ndarray, output: np.ndarray | None, result: Any = None
@@ -439,7 +467,9 @@ class AttributionStep:
             ),
         ]
         if class_maps is not None:
-            values.extend(self._class_values(method, class_maps, result.class_probs))
+            values.extend(
+                self._class_values(method, class_maps, result.class_probs, result.class_ids)
+            )
         if finite_drop.size:  # measured at this step (every `attribution_every` logs)
             values.append(
                 scalar_value(
@@ -452,9 +482,12 @@ class AttributionStep:
             )
         return values
 
-    def _class_values(self, method: str, class_maps: np.ndarray, class_probs: np.ndarray) -> list:
-        """The maps and probabilities of the ``attribution_classes`` (no overlay images:
-        the dashboard draws them from the maps, with the same colormap and alpha)."""
+    def _class_values(
+        self, method: str, class_maps: np.ndarray, class_probs: np.ndarray, class_ids: np.ndarray
+    ) -> list:
+        """The maps and probabilities of the ``attribution_classes`` and the ranked classes
+        of ``attribution_top_k`` (no overlay images: the dashboard draws them from the
+        maps, with the same colormap and alpha)."""
         from tb_activations.summary import float_tensor_value
 
         n, e = class_maps.shape[:2]
@@ -464,12 +497,15 @@ class AttributionStep:
             probes=self.probes.names,
             class_names=self.class_names,
             classes=list(self.extra_classes),
+            ranks=list(self.ranks),
             colormap=self.colormap,
             alpha=self.alpha,
         )
-        chosen = ", ".join(self._class_text(c) for c in self.extra_classes)
+        chosen = ", ".join(
+            [self._class_text(c) for c in self.extra_classes] + [f"rank {r}" for r in self.ranks]
+        )
         scores = np.empty((n, e, 2), np.float32)
-        scores[:, :, 0] = np.asarray(self.extra_classes, np.float32)
+        scores[:, :, 0] = class_ids
         scores[:, :, 1] = class_probs
         tag = metadata.attribution_tag
         return [
@@ -478,14 +514,14 @@ class AttributionStep:
                 _shrink(np.asarray(class_maps, np.float32)),
                 content=content,
                 description=f"float32 (N, E, h, w): the {method} maps of the classes "
-                f"{chosen} (attribution_classes), per probe.",
+                f"{chosen} (attribution_classes, attribution_top_k), per probe.",
             ),
             float_tensor_value(
                 tag(method, "class_scores"),
                 scores,
                 content=content,
                 description=f"float32 (N, E, 2): class and its probability, per probe, for "
-                f"the classes {chosen} (attribution_classes).",
+                f"the classes {chosen} (attribution_classes, attribution_top_k).",
             ),
         ]
 
@@ -608,6 +644,7 @@ def attribution_step(
     every: int,
     class_names: Sequence[str] | None,
     classes: Sequence[int | str] | None = None,
+    top_k: int = 1,
 ) -> AttributionStep | None:
     """The :class:`AttributionStep` of an :class:`~tb_activations.ActivationLogger`, or
     ``None`` when no method applies (``attribution=None`` on a model that is not a
@@ -619,13 +656,14 @@ def attribution_step(
                 "Invalid value for argument `attribution_layer`: no attribution method is on. "
                 f"Received: attribution={attribution!r}, attribution_layer={layer!r}"
             )
-        if resolve_classes_option(classes, None, class_names):
+        if resolve_classes_option(classes, None, class_names) or top_k != 1:
             raise ValueError(
-                "Invalid value for argument `attribution_classes`: no attribution method is on "
+                "Invalid value for argument `attribution_classes` or `attribution_top_k`: no "
+                "attribution method is on "
                 "(attribution=None turns Grad-CAM on for classifiers only: a model whose output "
                 "comes out of a softmax or sigmoid; else name a method, e.g. "
                 f"attribution=('gradcam',)). Received: attribution={attribution!r}, "
-                f"attribution_classes={classes!r}"
+                f"attribution_classes={classes!r}, attribution_top_k={top_k!r}"
             )
         return None
     return AttributionStep(
@@ -636,6 +674,7 @@ def attribution_step(
         every=every,
         class_names=class_names,
         classes=classes,
+        top_k=top_k,
         colormap=logger.colormap,
         alpha=logger.alpha,
         overlay_format=logger.overlay_format,

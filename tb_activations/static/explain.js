@@ -17,6 +17,8 @@ import {el, fmt, setChildren, setOptions} from './dom.js';
 const HISTORY = 6; // thumbnails of the map at the latest logged steps up to the current one
 const THUMB_HEIGHT = 48;
 
+const ordinal = (r) => `${r}${[, 'st', 'nd', 'rd'][r % 100 >= 11 && r % 100 <= 13 ? 0 : r % 10] ?? 'th'}`;
+
 /** Bilinear upsampling of a (h, w) map (null: non-finite) scaled to [0, 1] by its finite
  * range, as the logger's overlays (render._unit, then PIL's bilinear resize); non-finite
  * cells are marked (nearest) to draw in the NaN colour. */
@@ -132,6 +134,7 @@ export class ExplainPanel {
       const name = m.class_names?.[c];
       options.push([String(c), name ? `${name} (${c})` : `class ${c}`]);
     }
+    for (const r of m.chosen?.ranks ?? []) options.push([`rank${r}`, `${ordinal(r)} highest score`]);
     const choice = this.classChoice;
     if (!options.some(([v]) => v === choice)) {
       const typed = choice.startsWith('?') ? choice.slice(1) : choice;
@@ -291,13 +294,15 @@ export class ExplainPanel {
     if (drawing !== this.drawing) return;
     const byStep = new Map(answer.steps.map((s) => [s.step, s]));
     const current = byStep.get(at.step);
-    const shown = current?.class ?? (choice === 'label' ? null : Number(choice));
-    const probs = at.chosen?.classes?.indexOf(shown) ?? -1;
-    const p = probs >= 0 ? at.chosen.probabilities[probe][probs] : undefined;
+    const rank = choice.startsWith('rank') ? Number(choice.slice(4)) : null;
+    const shown = current?.class ?? (choice === 'label' || rank ? null : Number(choice));
+    const column = at.chosen?.classes?.[probe]?.indexOf(shown) ?? -1;
+    const p = column >= 0 ? at.chosen.probabilities[probe][column] : undefined;
     now.textContent = `${name} at step ${at.step}: predicted ${className(predicted)} · ` +
       `map of ${className(shown)}${shown !== null && shown !== undefined && shown >= 0 ? ` (${shown})` : ''}` +
       (p !== undefined ? ` · p = ${fmt(p)}` : '') +
-      (current?.source === 'label' ? ' (the label)' : current?.source === 'predicted' ? ' (the predicted class)' : '');
+      (current?.source === 'label' ? ' (the label)' : current?.source === 'predicted' ? ' (the predicted class)' : '') +
+      (rank ? ` · ${ordinal(rank)} highest score` : '');
     const probeImages = this.app.data?.probe_images;
     let base = null;
     if (probeImages?.tag && probeImages.steps.length) {
@@ -319,8 +324,9 @@ export class ExplainPanel {
     } else {
       image.hidden = true;
       missing.hidden = false;
-      missing.textContent = shown === null || shown === undefined ?
-        'No map of this class at this step.' : howTo(shown);
+      missing.textContent = rank ? `The ${ordinal(rank)} highest score was not logged at this ` +
+        `step: log it with attribution_top_k=${rank} (tb-activations log --attribution-top-k ${rank}).` :
+        shown === null || shown === undefined ? 'No map of this class at this step.' : howTo(shown);
     }
     const frames = steps.filter((s) => s <= at.step).map((s) => {
       const entry = byStep.get(s);
@@ -333,7 +339,8 @@ export class ExplainPanel {
         thumb.height = 1;
       }
       return el('figure', {class: 'tba-explain-frame'}, thumb,
-        el('figcaption', {class: 'tba-caption', text: entry?.map ? `${s}` : `${s}: not logged`}));
+        el('figcaption', {class: 'tba-caption',
+          text: !entry?.map ? `${s}: not logged` : rank ? `${s}: ${className(entry.class)}` : `${s}`}));
     });
     setChildren(history, ...frames);
   }
