@@ -11,10 +11,10 @@ Usage: ``python benchmarks/attribution.py`` (several minutes on 2 cores) or
    eager) does the same job, timed too.
 2. ``ActivationLogger.log()`` with Grad-CAM against the same logger without
    it (the five pooling layers of VGG16, 8 probes); target <= 1.5x. Grad-CAM
-   at the default layer (block5_pool, extracted: only the layers after it
-   run), at block5_conv3 (not extracted: a forward and a backward pass), and
-   with the average drop measured at every log (one more forward pass; by
-   default every 10th log).
+   at the default layer (block5_pool, logged), at block5_conv3 (not logged:
+   an extra output of the same extraction pass), in both cases only the
+   layers after it run; and with the average drop measured at every log (one
+   more forward pass; by default every 10th log).
 3. Integrated gradients at 64 steps against 64 batched forward+backward
    passes of the same rows (the same batch size) with a bare ``GradientTape``;
    target <= 1.2x. On a small CNN (8 probes, 512 rows) and on VGG16 (1 probe).
@@ -147,7 +147,7 @@ def main() -> None:
                 "log(), 5 pooling layers, no attribution": {"attribution": ()},
                 # The default layer, block5_pool, is extracted: only the head runs for it.
                 "log() with Grad-CAM (default layer, block5_pool)": {"attribution": ("gradcam",)},
-                "log() with Grad-CAM at block5_conv3 (not extracted)": {
+                "log() with Grad-CAM at block5_conv3 (not logged)": {
                     "attribution": ("gradcam",),
                     "attribution_layer": "block5_conv3",
                 },

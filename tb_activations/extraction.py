@@ -83,6 +83,10 @@ class ActivationExtractor:
             the model's input shape; required for subclassed models.
         include_output: Also return the model's own (first) output from the
             same pass, for the probes' predictions. Defaults to ``False``.
+        extra_layers: Layers whose outputs the same pass also returns, after
+            ``layers`` (and before the output), without any reduction: not
+            logged, only read (the logger's Grad-CAM layer, when it is not among
+            the logged ones). Defaults to none.
 
     The sub-model (or, for a subclassed model, a forward pass that captures
     the layer outputs) is built once, here, and compiled by the backend's own
@@ -111,6 +115,7 @@ class ActivationExtractor:
         include_output: bool = False,
         levels: bool = False,
         histogram_bins: int = 0,
+        extra_layers: Sequence[LayerInfo] = (),
     ) -> None:
         self.backend = _backend.check_model(model)
         if (
@@ -127,6 +132,7 @@ class ActivationExtractor:
             raise ValueError("Invalid value for argument `layers`: no layer to extract.")
         self.model = model
         self.layers = list(layers)
+        self.extra_layers = [i for i in extra_layers if i.path not in {j.path for j in layers}]
         shape = input_shape or model_input_shape(model)
         if shape is None:
             raise ValueError(
@@ -134,8 +140,10 @@ class ActivationExtractor:
                 "once, or give it a keras.Input) or pass `input_shape`."
             )
         self.input_shape = tuple(shape)
-        paths = [i.path for i in self.layers]
-        channels_first = [i.channels_first for i in self.layers]
+        # The extra layers' maps follow the layers': every reduction reads maps[:n] only.
+        every = self.layers + self.extra_layers
+        paths = [i.path for i in every]
+        channels_first = [i.channels_first for i in every]
         self.include_output = include_output
         self.levels = levels
         if is_functional(model):
@@ -151,7 +159,7 @@ class ActivationExtractor:
 
             self._submodel = submodel
         else:
-            forward = _capturing_forward(model, self.layers, include_output)
+            forward = _capturing_forward(model, every, include_output)
             self._submodel = None
 
         def extract(x):
@@ -263,6 +271,7 @@ class ActivationExtractor:
                     levels[self.layers[i].path] = to_numpy(q)
         return ExtractionResult(
             activations={info.path: to_numpy(m) for info, m in zip(self.layers, maps[:n])},
+            extras=self.extras_of(maps),
             output=to_numpy(maps[-1]) if self.include_output else None,
             stats={info.path: s for info, s in zip(self.layers, stats_np)},
             grams={info.path: to_numpy(g) for info, g in zip(self.layers, grams)},
@@ -274,8 +283,15 @@ class ActivationExtractor:
             },
         )
 
+    def extras_of(self, maps: list[Any]) -> dict[str, np.ndarray]:
+        """``{path: float32 (N, H, W, C)}`` of the extra layers, from the maps of :meth:`tensors`."""
+        to_numpy = _backend.module(self.backend).to_numpy
+        n = len(self.layers)
+        return {info.path: to_numpy(m) for info, m in zip(self.extra_layers, maps[n:])}
+
     def tensors(self, inputs: Any) -> list[Any]:
-        """Like :meth:`__call__` but returns the backend's tensors, left on the device."""
+        """Like :meth:`__call__` but returns the backend's tensors, left on the device:
+        the layers' maps, the extra layers' maps, then the output (``include_output``)."""
         self._check_backend()
         return self._fn(np.asarray(inputs, dtype=np.float32))
 
@@ -303,6 +319,7 @@ class ExtractionResult:
             ``[left, right, count]`` of the layer's finite values over all
             probes, ``k`` equal bins over ``[min, max]`` (a constant layer:
             ``[v - 0.5, v + 0.5]``), TensorBoard's histogram layout.
+        extras: ``{path: float32 (N, H, W, C)}`` of the ``extra_layers``, not reduced.
     """
 
     activations: dict[str, np.ndarray]
@@ -312,6 +329,7 @@ class ExtractionResult:
     mean_maps: dict[str, np.ndarray]
     levels: dict[str, np.ndarray] = field(default_factory=dict)
     histograms: dict[str, np.ndarray] = field(default_factory=dict)
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def _device_summary(t: Any) -> tuple[Any, Any, Any]:

@@ -58,7 +58,7 @@ class _Captured:
     """
 
     result: Any  # extraction.ExtractionResult, or None
-    attribution: list
+    attribution: list  # AttributionStep.capture(): host arrays, rendered by the worker
     maps: Any = None  # list of backend tensors, or None
 
 
@@ -413,8 +413,18 @@ class ActivationLogger:
                 # Palette levels on the device where the scale is the step's layer scale.
                 levels=self.normalize == "layer" and bool({"mosaic", "topk"} & set(self.views)),
                 histogram_bins=self.histogram_bins,
+                # Grad-CAM's layer, not logged, from the same pass: Grad-CAM then runs only
+                # the layers after it (a head-only pass), never a forward pass of its own.
+                extra_layers=self._attribution_extra_layers(),
             )
         return self._extractor
+
+    def _attribution_extra_layers(self) -> list[LayerInfo]:
+        """The attribution layer where it is not among the logged layers, else ``[]``."""
+        info = getattr(self._attribution, "layer_info", None)
+        if info is None or any(i.path == info.path for i in self.layers):
+            return []
+        return [info]
 
     # -- public API -----------------------------------------------------------
 
@@ -508,28 +518,33 @@ class ActivationLogger:
         forward pass runs here; its outputs stay on the device, where the
         worker reduces them (:meth:`ActivationExtractor.summarize
         <tb_activations.ActivationExtractor.summarize>`). Attribution needs
-        this step's weights, so its backward pass runs here in both modes.
+        this step's weights, so its device passes (the maps, classes and logits,
+        and the average drop's masked pass when due) run here in both modes,
+        from the attribution layer's output of this same pass (an extra output
+        where the layer is not logged); its overlays, encoding and summaries are
+        the worker's (:meth:`_finish_step`).
         """
         from tb_activations import backend
 
         extractor = self.extractor
+        attribution = self._attribution
+        layer = getattr(attribution, "layer", None)
         if not background:
             result = extractor.run_with_summaries(self.probes.inputs)
-            output, acts, maps = result.output, result.activations, None
+            output, maps = result.output, None
+            acts = {**result.activations, **result.extras} if layer is not None else {}
         else:
             result, maps = None, extractor.tensors(self.probes.inputs)
             to_numpy = backend.module(extractor.backend).to_numpy
             output = to_numpy(maps[-1]) if extractor.include_output else None
-            layer = getattr(self._attribution, "layer", None)
-            acts = {
-                info.path: to_numpy(m)
-                for info, m in zip(self.layers, maps)
-                if info.path == layer  # Grad-CAM reuses its layer's activations
-            }
-        attribution = []
-        if self._attribution is not None:
-            attribution = self._attribution.values(step, self._overlay_display(), output, acts)
-        return _Captured(result=result, attribution=attribution, maps=maps)
+            paths = [i.path for i in (*extractor.layers, *extractor.extra_layers)]
+            # Grad-CAM reuses its layer's activations (logged, or an extra output of the pass).
+            acts = {layer: to_numpy(maps[paths.index(layer)])} if layer in paths else {}
+        captured = []
+        if attribution is not None:
+            # Only the passes that need this step's weights; the overlays are the worker's.
+            captured = attribution.capture(step, output, acts)
+        return _Captured(result=result, attribution=captured, maps=maps)
 
     def _finish(
         self,
@@ -584,7 +599,12 @@ class ActivationLogger:
                 )
                 for path, hist in result.histograms.items()
             )
-            values.extend(captured.attribution)
+            if captured.attribution:
+                # The host part of attribution (overlays, encoding, protos), off the
+                # training thread; a method failing here warns and is left out.
+                values.extend(
+                    self._attribution.summaries(step, self._overlay_display(), captured.attribution)
+                )
             if not self._probes_written:
                 values.append(step_render.probe_images(self))
                 step_render.warn_no_cka(self, acts)
@@ -819,7 +839,7 @@ class ActivationLogger:
         )
 
 
-# (model id, layer paths, input shape, output, levels) -> extractor, while some logger holds it.
+# (model id, layer paths, input shape, output, levels, bins, extra paths) -> extractor, while some logger holds it.
 _EXTRACTORS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
 
@@ -831,6 +851,7 @@ def shared_extractor(
     include_output: bool = False,
     levels: bool = False,
     histogram_bins: int = 0,
+    extra_layers: Sequence[LayerInfo] = (),
 ):
     """An :class:`~tb_activations.ActivationExtractor`, shared by the loggers of one model.
 
@@ -848,6 +869,7 @@ def shared_extractor(
         bool(include_output),
         bool(levels),
         int(histogram_bins),
+        tuple(i.path for i in extra_layers),
     )
     extractor = _EXTRACTORS.get(key)
     if extractor is None or extractor.model is not model:
@@ -858,6 +880,7 @@ def shared_extractor(
             include_output=include_output,
             levels=levels,
             histogram_bins=histogram_bins,
+            extra_layers=extra_layers,
         )
         _EXTRACTORS[key] = extractor
     return extractor

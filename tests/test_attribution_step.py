@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import warnings
 
 import keras
@@ -156,3 +157,99 @@ def test_callback_fit_traces_once_and_survives_a_failing_method(tmp_path, images
     acc = read_run(tmp_path / "b" / "activations")
     assert [e.step for e in acc.Tensors("conv/channel_stats")] == [0, 1]
     assert "attribution/gradcam/maps" not in acc.Tags()["tensors"]
+
+
+def test_background_logging_draws_and_encodes_attribution_on_the_worker(
+    tmp_path, images, monkeypatch
+):
+    from tb_activations.attribution import step as attribution_step
+
+    threads: dict[str, set] = {"capture": set(), "overlay": set(), "encode": set()}
+
+    def recorded(name, fn):
+        def call(*args, **kwargs):
+            threads[name].add(threading.current_thread())
+            return fn(*args, **kwargs)
+
+        return call
+
+    # Wrapped, not replaced: the real maps are drawn and encoded, and their threads noted.
+    capture = attribution_step.AttributionStep.capture
+    monkeypatch.setattr(attribution_step.AttributionStep, "capture", recorded("capture", capture))
+    monkeypatch.setattr(
+        attribution_step, "overlay_pair", recorded("overlay", attribution_step.overlay_pair)
+    )
+    monkeypatch.setattr(
+        attribution_step, "encode_jpeg", recorded("encode", attribution_step.encode_jpeg)
+    )
+    with ActivationLogger(
+        small_cnn(), images, tmp_path, layers=["conv1"], blocking=False
+    ) as logger:
+        for step in range(2):
+            logger.log(step)
+    main = threading.main_thread()
+    assert threads["capture"] == {main}  # the maps need this step's weights
+    assert threads["overlay"] and main not in threads["overlay"]
+    assert threads["encode"] and main not in threads["encode"]
+    acc = read_run(tmp_path / "activations")
+    assert [e.step for e in acc.Tensors("attribution/gradcam/overlay")] == [0, 1]
+
+
+@pytest.mark.parametrize("blocking", [True, False])
+def test_grad_cam_at_a_layer_not_logged_reuses_the_extraction_pass(tmp_path, images, blocking):
+    from tb_activations.attribution._target import target_of
+
+    model = small_cnn()
+    with ActivationLogger(
+        model,
+        images,
+        tmp_path,
+        layers=["conv1"],
+        attribution=("gradcam",),
+        attribution_layer="conv3",
+        blocking=blocking,
+    ) as logger:
+        logger.log(0)
+        # conv3 is an extra output of the one compiled pass, not a logged layer.
+        assert [i.path for i in logger.extractor.extra_layers] == ["conv3"]
+        assert [i.path for i in logger.layers] == ["conv1"]
+    # The logger ran only the layers after conv3 (the head), from the extracted output.
+    assert set(target_of(model)._compiled) >= {("gradcam_given", "conv3")}
+    assert ("gradcam", "conv3") not in target_of(model)._compiled
+    acc = read_run(tmp_path / "activations")
+    tags = set(acc.Tags()["tensors"])
+    assert not [t for t in tags if t.startswith("conv3/")]
+    assert "conv1/mosaic" in tags
+    # Known answer: the maps of grad_cam's own full pass at conv3.
+    maps, content = tensor_of(acc, "attribution/gradcam/maps")
+    assert content["layer"] == "conv3"
+    pred = [c[0] for c in content["classes"]]
+    np.testing.assert_allclose(
+        maps[:, 0], grad_cam(model, images.astype("float32"), pred, "conv3"), rtol=1e-5, atol=1e-7
+    )
+
+
+def test_a_method_failing_on_the_worker_warns_and_the_step_is_written(
+    tmp_path, images, monkeypatch
+):
+    from tb_activations.attribution import step as attribution_step
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("cannot draw")
+
+    monkeypatch.setattr(attribution_step, "overlay_pair", broken)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with ActivationLogger(
+            small_cnn(), images, tmp_path, layers=["conv1"], blocking=False
+        ) as logger:
+            logger.log(0)
+            logger.flush()  # no error: the step is written without the method
+            logger.log(1)
+    said = [str(w.message) for w in caught if "attribution 'gradcam' failed" in str(w.message)]
+    assert len(said) == 2 and "at step 0" in said[0] and "cannot draw" in said[0]
+    assert logger._attribution.failures == 2
+    acc = read_run(tmp_path / "activations")
+    assert [e.step for e in acc.Tensors("conv1/channel_stats")] == [0, 1]
+    assert [e.step for e in acc.Tensors("conv1/mosaic")] == [0, 1]
+    assert not [t for t in acc.Tags()["tensors"] if t.startswith("attribution/")]

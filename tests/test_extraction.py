@@ -280,3 +280,25 @@ def test_device_levels_equal_the_host_levels(values, on_device):
     assert (
         ActivationExtractor(model, select_layers(model, ["c"])).run_with_summaries(x).levels == {}
     )
+
+
+def test_extra_layers_come_from_the_same_pass_without_reductions():
+    model = small_cnn()
+    x = np.random.default_rng(0).random((2, 16, 16, 3)).astype(np.float32)
+    both = ActivationExtractor(model, select_layers(model, ["conv1", "conv3"]))(x)
+    ex = ActivationExtractor(
+        model,
+        select_layers(model, ["conv1"]),
+        include_output=True,
+        histogram_bins=4,
+        extra_layers=select_layers(model, ["conv3"]),
+    )
+    result = ex.run_with_summaries(x)
+    assert list(result.activations) == ["conv1"] and list(result.stats) == ["conv1"]
+    assert list(result.histograms) == ["conv1"] and list(result.extras) == ["conv3"]
+    np.testing.assert_array_equal(result.extras["conv3"], both["conv3"])
+    np.testing.assert_allclose(result.output, model(x), rtol=1e-6)
+    maps = ex.tensors(x)  # layers, extras, then the output
+    assert len(maps) == 3
+    np.testing.assert_array_equal(ex.extras_of(maps)["conv3"], both["conv3"])
+    assert list(ex.summarize(maps).stats) == ["conv1"]

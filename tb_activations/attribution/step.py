@@ -13,11 +13,19 @@ Low is faithful: the region the map shows is what the model needs.
 
 A failing method warns and is skipped for that step: the activations of
 the step are written all the same.
+
+A step runs in two parts: :meth:`AttributionStep.capture`, what needs this
+step's weights (the maps, classes and logits, and the average drop's
+masked forward pass), and :meth:`AttributionStep.summaries`, the host work
+(overlays, encoding, stored maps, descriptions). With ``blocking=False`` the
+logger runs the first on the training thread and the second on its
+background worker.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -251,8 +259,12 @@ class AttributionStep:
         self.methods = tuple(methods)
         self.target = target_of(model)
         self.layer = None
+        #: The :class:`~tb_activations.layer_selection.LayerInfo` of ``layer``: the logger's
+        #: extraction pass also returns its output, so Grad-CAM runs only the layers after it.
+        self.layer_info = None
         if any(m in LAYER_METHODS for m in self.methods):
-            self.layer = self.target.spatial_layer(layer).path
+            self.layer_info = self.target.spatial_layer(layer)
+            self.layer = self.layer_info.path
         elif layer is not None:
             raise ValueError(
                 "Invalid value for argument `attribution_layer`: it applies to the layer methods "
@@ -282,6 +294,7 @@ class AttributionStep:
         self.overlay_quality = overlay_quality
         self.compress_level = compress_level
         self.failures = 0
+        self._lock = threading.Lock()
         self._calls = 0
         n = len(probes.names)
         k = self.target.num_classes
@@ -296,7 +309,8 @@ class AttributionStep:
         output: np.ndarray | None = None,
         activations: dict[str, np.ndarray] | None = None,
     ) -> list:
-        """Summary values of this step (those of a failing method left out, with a warning).
+        """Summary values of this step (those of a failing method left out, with a warning):
+        :meth:`capture` then :meth:`summaries`, on the calling thread.
 
         Args:
             step: The step, for messages.
@@ -307,23 +321,73 @@ class AttributionStep:
             activations: ``{layer path: (N, h, w, C)}`` from the same pass, if at
                 hand: Grad-CAM of a layer among them runs only the layers after it.
         """
+        return self.summaries(step, display, self.capture(step, output, activations))
+
+    def capture(
+        self,
+        step: int,
+        output: np.ndarray | None = None,
+        activations: dict[str, np.ndarray] | None = None,
+    ) -> list[tuple[str, Any]]:
+        """The part of a step that needs this step's weights: the device passes.
+
+        Per method due at this call: the maps, their classes and logits, and
+        the average drop's masked forward pass when it is due, as host arrays
+        (small: one map per probe and class). The logger runs this on the
+        training thread and :meth:`summaries` on its background worker. A
+        failing method warns and is left out.
+
+        Args:
+            step, output, activations: As :meth:`values`.
+
+        Returns:
+            ``[(method, result of compute)]``, for :meth:`summaries`.
+        """
         costly_due = self._calls % self.every == 0
         due = [m for m in self.methods if m not in COSTLY or costly_due]
         self._calls += 1
-        values: list = []
+        results: list[tuple[str, Any]] = []
         for method in due:
             try:
-                result = self.compute(method, output, activations=activations, measure=costly_due)
-                values.extend(self.method_values(method, display, output, result))
-            except Exception as err:  # an add-on of the step: warn, write the rest
-                self.failures += 1
-                warnings.warn(
-                    f"tb_activations: attribution {method!r} failed at step {step} and was "
-                    f"skipped; the activations are written. {type(err).__name__}: {err}",
-                    RuntimeWarning,
-                    stacklevel=3,
+                results.append(
+                    (
+                        method,
+                        self.compute(method, output, activations=activations, measure=costly_due),
+                    )
                 )
+            except Exception as err:  # an add-on of the step: warn, write the rest
+                self._failed(method, step, err)
+        return results
+
+    def summaries(self, step: int, display: np.ndarray, captured: list[tuple[str, Any]]) -> list:
+        """The host part of a step: overlays, encoding, stored maps, descriptions, protos.
+
+        Needs no model and no device: the logger's background worker runs it.
+        A method failing here warns (from the thread running it) and is left
+        out; the rest of the step, the activations included, is written.
+
+        Args:
+            step: The step, for messages.
+            display: uint8 ``(N, H, W, 3)`` probe images to draw the maps on.
+            captured: What :meth:`capture` returned for this step.
+        """
+        values: list = []
+        for method, result in captured:
+            try:
+                values.extend(self.method_values(method, display, None, result))
+            except Exception as err:
+                self._failed(method, step, err)
         return values
+
+    def _failed(self, method: str, step: int, err: Exception) -> None:
+        with self._lock:  # the training thread and the worker both count
+            self.failures += 1
+        warnings.warn(
+            f"tb_activations: attribution {method!r} failed at step {step} and was "
+            f"skipped; the activations are written. {type(err).__name__}: {err}",
+            RuntimeWarning,
+            stacklevel=4,
+        )
 
     def compute(
         self,
