@@ -1426,7 +1426,8 @@ def _rank_at(probe: int, column: int | None, chosen_maps, chosen_scores):
     if column is None or chosen_maps is None or chosen_scores is None:
         return None, None, None
     cm, cs = np.asarray(chosen_maps.numpy), np.asarray(chosen_scores.numpy)
-    ok = cm.ndim == 4 and cs.ndim == 3 and probe < min(len(cm), len(cs))
+    ok = cm.ndim == 4 and cs.ndim == 3 and probe < min(len(cm), len(cs)) and cs.shape[2] >= 1
+    ok = ok and cs.dtype.kind in "fiub"
     if not ok or column >= min(cm.shape[1], cs.shape[1]) or cm.dtype.kind not in "fiub":
         return None, None, None
     c = cs[probe, column, 0]
@@ -1445,13 +1446,15 @@ def _map_at(probe: int, wanted: int | None, maps, rows, chosen_maps, chosen_scor
     m, r = tensor(maps, 4), tensor(rows, 2)
     if wanted is not None:
         cm, cs = tensor(chosen_maps, 4), tensor(chosen_scores, 3)
-        if cm is not None and cs is not None:
+        if cm is not None and cs is not None and cs.shape[2] >= 1:
             for j, c in enumerate(cs[probe, :, 0]):
                 if c == wanted and j < cm.shape[1]:
                     return wanted, "chosen", cm[probe, j].astype(np.float64)
     if r is None or r.shape[1] < 2:
         return wanted, None, None
-    predicted, label = r[probe, 0], r[probe, 1]
+    predicted, label = float(r[probe, 0]), float(r[probe, 1])
+    if not math.isfinite(predicted):  # foreign or broken data: no class, never a failure
+        return wanted, None, None
     if m is not None and m.shape[1] >= 2:
         if wanted is None or predicted == wanted:
             return int(predicted), "predicted", m[probe, 0].astype(np.float64)

@@ -28,6 +28,8 @@ from tests.test_activations_plugin import (
 )
 
 REQUESTS = {"table": 0, "fuzz": 0}
+#: A run with attribution (and `attribution_classes`, `attribution_top_k`): /attribution_map's.
+ATTR_RUN = "explained"
 
 #: route -> its parameters and their kind ("str" or "int").
 ROUTES = {
@@ -41,6 +43,14 @@ ROUTES = {
     "/scalars": {"run": "str", "layer": "str"},
     "/histogram": {"run": "str", "layer": "str", "step": "int"},
     "/predictions": {"run": "str"},
+    "/attribution": {"run": "str"},
+    "/attribution_map": {
+        "run": "str",
+        "method": "method",
+        "probe": "int",
+        "class": "class",
+        "steps": "steps",
+    },
 }
 VALID = {
     "run": RUN,
@@ -51,6 +61,8 @@ VALID = {
     "probe": "1",
     "channel": "2",
     "steps": "0,10,20",
+    "method": "gradcam",
+    "class": "predicted",
 }
 
 HOSTILE_STRINGS = [
@@ -97,6 +109,22 @@ HOSTILE_STRINGS = [
 def client(tmp_path_factory):
     log_dir = str(tmp_path_factory.mktemp("fuzz_logs"))
     write_logdir(log_dir)
+    from tb_activations import ActivationLogger
+    from tests.test_attribution import quadrant_model
+    from tests.test_attribution_step import quadrant_probes
+
+    with ActivationLogger(
+        quadrant_model(),
+        quadrant_probes(),
+        log_dir,
+        run_name=ATTR_RUN,
+        layers=["conv"],
+        attribution_classes=[1],
+        attribution_top_k=2,
+        class_names=["nw", "ne", "sw", "se"],
+    ) as logger:
+        for step in (0, 10):
+            logger.log(step)
     provider, _ = make_provider(log_dir)
     return make_client(provider, log_dir)
 
@@ -117,9 +145,13 @@ def assert_handled(response, what):
         assert b"<html" not in response.data.lower()
 
 
+def valid(route: str, name: str) -> str:
+    return ATTR_RUN if name == "run" and route.startswith("/attribution") else VALID[name]
+
+
 def test_valid_requests_answer_200(client):
     for route, params in ROUTES.items():
-        response = request(client, route, {k: VALID[k] for k in params}, "table")
+        response = request(client, route, {k: valid(route, k) for k in params}, "table")
         assert response.status_code == 200, (route, response.data[:300])
 
 
@@ -127,7 +159,7 @@ def test_valid_requests_answer_200(client):
 def test_each_missing_parameter_is_400_naming_it(client, route):
     names = list(ROUTES[route])
     for missing in names:
-        params = {k: VALID[k] for k in names if k != missing}
+        params = {k: valid(route, k) for k in names if k != missing}
         response = request(client, route, params, "table")
         assert response.status_code == 400, (route, missing)
         assert f"`{missing}`".encode() in response.data
@@ -139,7 +171,7 @@ def test_every_hostile_value_in_every_parameter_is_4xx_or_data(client, route):
     names = list(ROUTES[route])
     for name in names:
         for value in HOSTILE_STRINGS:
-            params = {k: VALID[k] for k in names}
+            params = {k: valid(route, k) for k in names}
             params[name] = value
             response = request(client, route, params, "table")
             assert_handled(response, (route, name, value[:40]))
@@ -151,7 +183,7 @@ def test_every_hostile_value_in_every_parameter_is_4xx_or_data(client, route):
 
 def test_repeated_and_unknown_parameters_are_harmless(client):
     for route, params in ROUTES.items():
-        pairs = [(k, VALID[k]) for k in params] + [(k, "other") for k in params]
+        pairs = [(k, valid(route, k)) for k in params] + [(k, "other") for k in params]
         pairs += [("unknown", "<b>x</b>"), ("__proto__", "1"), ("run[]", "x")]
         assert_handled(request(client, route, pairs, "table"), route)
 
@@ -212,6 +244,11 @@ def _value(kind: str):
             hostile,
             anything,
         )
+    if kind == "method":
+        return st.one_of(st.sampled_from(["gradcam", "saliency", "nope"]), hostile, anything)
+    if kind == "class":
+        choices = ["predicted", "label", "rank2", "rank0", "0", "1", "99", "cat", "1e3", "-1"]
+        return st.one_of(st.sampled_from(choices), hostile, anything)
     if kind == "int":
         return st.one_of(
             st.integers(-(10**20), 10**20).map(str),
@@ -220,7 +257,7 @@ def _value(kind: str):
             anything,
         )
     names = st.sampled_from(
-        [RUN, HOSTILE_RUN, SYNTHETIC_RUN, "conv_a", "conv_b", "pool_a", "conv_b/mosaic",
+        [RUN, HOSTILE_RUN, SYNTHETIC_RUN, ATTR_RUN, "conv_a", "conv_b", "pool_a", "conv_b/mosaic",
          "conv_a/topk", "conv_a/overlay", "_tb_activations/probes", HOSTILE_LAYER + "0"]
     )  # fmt: skip
     return st.one_of(names, hostile, anything)
