@@ -277,6 +277,13 @@ export class ExplainPanel {
       image.hidden = true;
       return;
     }
+    if (choice === 'label' && (m.labels?.[probe] ?? null) === null) {
+      now.textContent = `${name} at step ${at.step}: predicted ${className(predicted)}`;
+      missing.hidden = false;
+      missing.textContent = 'This probe has no label (give the probes labels: Probes(..., labels=[...])).';
+      image.hidden = true;
+      return;
+    }
     const steps = upTo.slice(-HISTORY).map((s) => s.step);
     if (!steps.includes(at.step)) steps.push(at.step);
     let answer;
