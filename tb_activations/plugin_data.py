@@ -293,9 +293,12 @@ def _own_tensors_by_step(
 def _blob_index(
     data_provider, ctx, experiment_id: str, run: str, tag: str, cache: ReadCache | None
 ) -> dict[int, Any] | None:
-    """``{step: BlobSequenceDatum}`` of one image tag (cached), or ``None`` if absent."""
+    """``{step: blob keys}`` of one image tag (cached), or ``None`` if absent.
 
-    def read() -> dict[int, Any] | None:
+    The keys of a step are those of its ``values``: ``[width, height, image_0, ...]``.
+    """
+
+    def read() -> dict[int, tuple[str, ...]] | None:
         series = data_provider.read_blob_sequences(
             ctx,
             experiment_id=experiment_id,
@@ -304,7 +307,10 @@ def _blob_index(
             run_tag_filter=_filter(run, [tag]),
         )
         data = series.get(run, {}).get(tag)
-        return None if data is None else {d.step: d for d in data}
+        # Tuples of str, not the provider's datum objects: a cache of 50 layers x 500
+        # steps held ~500k GC-tracked objects, and each full collection over them
+        # stalled a request by 0.1-4 s (benchmarks/dashboard_scale.py). These are untracked.
+        return None if data is None else {d.step: tuple(v.blob_key for v in d.values) for d in data}
 
     if cache is None:
         return read()
@@ -680,10 +686,10 @@ def layer_palette(
     data = _blob_index(data_provider, ctx, experiment_id, run, tag, cache) if tag else None
     if not data:
         raise errors.NotFoundError(f"Layer {layer!r} of run {run!r} has no stored mosaic.")
-    datum = data[max(data)]
-    if len(datum.values) < 3:
+    keys = data[max(data)]
+    if len(keys) < 3:
         raise errors.NotFoundError(f"The mosaic of layer {layer!r} holds no image.")
-    blob_key = datum.values[2].blob_key
+    blob_key = keys[2]
 
     def read() -> list[list[int]]:
         blob = data_provider.read_blob(ctx, blob_key=blob_key)
@@ -744,11 +750,11 @@ def image_bytes(
     """
     datum = _image_datum(data_provider, ctx, experiment_id, run, tag, step, cache)
     # values = [width, height, png_0, png_1, ...]
-    if index + 2 >= len(datum.values):
+    if index + 2 >= len(datum):
         raise errors.NotFoundError(
-            f"No image {index} for tag {tag!r} at step {step}: it holds {len(datum.values) - 2}."
+            f"No image {index} for tag {tag!r} at step {step}: it holds {len(datum) - 2}."
         )
-    return data_provider.read_blob(ctx, blob_key=datum.values[index + 2].blob_key)
+    return data_provider.read_blob(ctx, blob_key=datum[index + 2])
 
 
 def _layer_content(data_provider, ctx, experiment_id: str, run: str, layer: str) -> dict:
@@ -826,10 +832,10 @@ def channel_history(
 
     def crop(step: int) -> Any:
         datum = data.get(step)
-        if datum is None or probe + 2 >= len(datum.values):
+        if datum is None or probe + 2 >= len(datum):
             return None
         try:
-            blob = data_provider.read_blob(ctx, blob_key=datum.values[probe + 2].blob_key)
+            blob = data_provider.read_blob(ctx, blob_key=datum[probe + 2])
             with Image.open(io.BytesIO(blob)) as image:
                 box = _crop_box(grid, channel, *image.size)
                 return image.crop(box).convert("RGBA")
@@ -859,9 +865,7 @@ def channel_history(
     keys = tuple(
         (
             s,
-            data[s].values[probe + 2].blob_key
-            if s in data and probe + 2 < len(data[s].values)
-            else None,
+            data[s][probe + 2] if s in data and probe + 2 < len(data[s]) else None,
         )
         for s in steps
     )
