@@ -42,6 +42,10 @@ def test_explain_panel_shows_the_map_and_picks_misclassified_probes(browser, tmp
             "() => document.querySelector('#tba-explain-image')?.naturalWidth === 17"
         )
         assert page.locator(".tba-explain-thumb").count() == 3
+        # Shown at the size the drawn maps of other classes get: 8 px maps at 24x, 192 px high.
+        page.wait_for_function(
+            "() => document.querySelector('#tba-explain-image').getBoundingClientRect().height === 192"
+        )
         options = page.eval_on_selector_all("#tba-probe option", "os => os.map(o => o.text)")
         assert options == ["a (0)", "b (2) \u2717 misclassified"], options
         page.locator("#tba-explain-misclassified button", has_text="b").click()
@@ -74,6 +78,8 @@ def check_class_chooser(page, log_dir) -> None:
     page.press("#tba-explain-class-input", "Enter")
     wait_text(page, "#tba-explain-now", "a at step 2: predicted nw · map of ne (1) · p = ")
     page.wait_for_function("() => document.querySelector('#tba-explain-canvas')?.width === 8")
+    height_shown = "document.querySelector('#tba-explain-canvas').getBoundingClientRect().height"
+    assert page.evaluate(f"() => {height_shown}") == 192  # as the predicted class's picture
     assert page.locator(".tba-explain-history canvas").count() == 3
     width, height, data = page.evaluate(CANVAS_PIXELS)
     drawn = np.asarray(data, np.uint8).reshape(height, width, 4)[..., :3]

@@ -224,6 +224,12 @@ export class ExplainPanel {
     }
     const image = el('img', {id: 'tba-explain-image', class: 'tba-explain-image',
       alt: `${m.method} of ${name} at step ${at.step}`});
+    // Scaled as the drawn maps of the other classes are (one map of the pair about 192 px),
+    // so switching the class keeps the picture's size.
+    image.addEventListener('load', () => {
+      const side = Math.max((image.naturalWidth - 1) / 2, image.naturalHeight, 1);
+      image.style.width = `${image.naturalWidth * Math.max(1, Math.floor(192 / side))}px`;
+    });
     this.show(image, imageUrl(run, m.overlay, at.step, probe));
     const line = `${name} at step ${at.step}: predicted ${className(predicted)}` +
       (label !== null && label >= 0 ? ` (left) · label ${className(label)} (right)` : '') +
