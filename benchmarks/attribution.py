@@ -8,7 +8,8 @@ Usage: ``python benchmarks/attribution.py`` (several minutes on 2 cores) or
    traced ``model(x)``); target <= 2.5x. The Keras example's recipe
    (keras.io "Grad-CAM class activation visualization": a ``GradientTape``
    over ``Model(inputs, [conv.output, model.output])``, one image per call,
-   eager) does the same job, timed too.
+   eager) does the same job, timed too, and so do tf-explain's ``GradCAM`` and
+   tf-keras-vis' ``Gradcam`` where they are installed and run (not dependencies).
 2. ``ActivationLogger.log()`` with Grad-CAM against the same logger without
    it (the five pooling layers of VGG16, 8 probes); target <= 1.5x. Grad-CAM
    at the default layer (block5_pool, logged), at block5_conv3 (not logged:
@@ -86,6 +87,44 @@ def bare_forward_backward(model):
     return step
 
 
+def other_tools(vgg, x, layer_name, repeat, t_fwd):
+    """Rows for the same Grad-CAM job done by tf-explain and tf-keras-vis, where they run.
+
+    Neither is a dependency: ``pip install tf-explain opencv-python-headless tf-keras-vis``
+    to time them (tf-explain imports OpenCV without declaring it).
+    """
+    rows = []
+
+    def attempt(label, make):
+        try:
+            job = make()
+            t = median_time(job, repeat)
+            rows.append((label, t, t / t_fwd, ""))
+        except Exception as err:  # a tool that does not run here is reported, not fatal
+            rows.append(
+                (f"{label}: does not run ({type(err).__name__}: {str(err)[:120]})", 0, 0, "")
+            )
+
+    def tf_explain():
+        from tf_explain.core.grad_cam import GradCAM
+
+        # One class for the whole batch (its API); it differentiates through the softmax.
+        return lambda: GradCAM().explain((x, None), vgg, class_index=0, layer_name=layer_name)
+
+    def tf_keras_vis():
+        from tf_keras_vis.gradcam import Gradcam
+        from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
+        from tf_keras_vis.utils.scores import CategoricalScore
+
+        gradcam = Gradcam(vgg, model_modifier=ReplaceToLinear(), clone=True)
+        score = CategoricalScore([0] * len(x))
+        return lambda: gradcam(score, x, penultimate_layer=layer_name)
+
+    attempt(f"tf-explain 0.3.1 GradCAM.explain at {layer_name}", tf_explain)
+    attempt(f"tf-keras-vis 0.8.7 Gradcam at {layer_name} (linear head)", tf_keras_vis)
+    return rows
+
+
 def small_cnn():
     import keras
 
@@ -139,6 +178,7 @@ def main() -> None:
         rows.append(("VGG16, 8 probes: bare forward", t_fwd, 1.0, ""))
         rows.append(("grad_cam at block5_conv3", t_cam, t_cam / t_fwd, "<= 2.5"))
         rows.append(("Keras example recipe (per image, eager)", t_recipe, t_recipe / t_fwd, ""))
+        rows.extend(other_tools(vgg, x, "block5_conv3", max(1, args.repeat - 1), t_fwd))
 
     images = rng.integers(0, 256, (8, size, size, 3), dtype=np.uint8)
     if args.part in ("all", "logger"):
