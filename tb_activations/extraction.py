@@ -351,7 +351,9 @@ def _device_histogram(t: Any, stats: Any, bins: int) -> tuple[Any, Any]:
 
     Equal bins over ``[min, max]`` of the finite values (from the statistics
     reduced in the same pass); a constant layer gets ``[v - 0.5, v + 0.5]``.
-    Counts are int32 sums (float32 would round above 2**24 values a bin).
+    Counts are int32 (float32 would round above 2**24 values a bin), by
+    ``bincount``: TensorFlow's ``segment_sum`` took 5x longer on CPU (0.5 s of
+    ResNet50's 6 default layers at 8 probes, more than its forward pass).
     """
     lo = ops.min(stats[..., 2])
     hi = ops.max(stats[..., 1])
@@ -360,19 +362,49 @@ def _device_histogram(t: Any, stats: Any, bins: int) -> tuple[Any, Any]:
     hi = ops.where(flat, hi + 0.5, hi)
     width = (hi - lo) / bins
     usable = ops.logical_and(ops.isfinite(width), width > 0)  # hi - lo overflowed: one bin
-    safe_width = ops.where(usable, width, 1.0)
-    finite = ops.isfinite(t)
-    position = ops.floor((ops.where(finite, t, lo) - lo) / safe_width)
-    position = ops.where(usable, position, 0.0)
-    index = ops.cast(ops.clip(position, 0, bins - 1), "int32")
-    counts = ops.segment_sum(
-        ops.reshape(ops.cast(finite, "int32"), (-1,)),
-        ops.reshape(index, (-1,)),
-        num_segments=bins,
-    )
+    # Every value finite (each map's count of finite values is its size) and a usable
+    # width, as nearly always: 4 element-wise passes instead of 9. The index is the
+    # same: lo <= t, so truncating toward zero after the clip is the floor.
+    shape = ops.shape(t)
+    size = ops.cast(shape[1] * shape[2], "float32")
+    common = ops.logical_and(usable, ops.all(stats[..., 4] == size))
+
+    def plain():
+        index = ops.cast(ops.clip((t - lo) / width, 0, bins - 1), "int32")
+        return _bincount(ops.reshape(index, (-1,)), bins)
+
+    def masked():
+        safe_width = ops.where(usable, width, 1.0)
+        finite = ops.isfinite(t)
+        position = ops.floor((ops.where(finite, t, lo) - lo) / safe_width)
+        position = ops.where(usable, position, 0.0)
+        index = ops.cast(ops.clip(position, 0, bins - 1), "int32")
+        # Non-finite values go to one more bin, left out of the counts.
+        index = ops.where(finite, index, bins)
+        return _bincount(ops.reshape(index, (-1,)), bins + 1)[:bins]
+
+    counts = ops.cast(ops.cond(common, plain, masked), "int32")
     edges = lo + ops.arange(bins + 1, dtype="float32") * width
     edges = ops.where(usable, edges, ops.linspace(lo, hi, bins + 1))
     return edges, counts
+
+
+def _bincount(index: Any, length: int) -> Any:
+    """int32 counts ``(length,)`` of int32 ``index`` values in ``0..length-1``, compiled.
+
+    ``keras.ops.bincount`` has a shape that depends on the values, which ``jax.jit``
+    cannot compile: each backend's own with a fixed length.
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.math.bincount(index, minlength=length, maxlength=length, dtype=tf.int32)
+    if backend == "jax":
+        import jax.numpy as jnp
+
+        return jnp.bincount(index, length=length)
+    return ops.bincount(index, minlength=length)
 
 
 def _histogram_array(edges: np.ndarray, counts: np.ndarray) -> np.ndarray:

@@ -364,7 +364,11 @@ class ActivationLogger:
     def _overlay_display(self) -> np.ndarray:
         """The probes' display images shrunk to fit overlays in ``max_image_size`` (once)."""
         if self._fitted_display is None:
-            self._fitted_display = fit_overlay_display(self.probes.display, self.max_image_size)
+            fitted = fit_overlay_display(self.probes.display, self.max_image_size).view()
+            # Read-only, and the same object at every call: the renderer keeps what it
+            # computed from it for the next layer (render._image_terms).
+            fitted.setflags(write=False)
+            self._fitted_display = fitted
         return self._fitted_display
 
     @staticmethod

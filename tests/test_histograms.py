@@ -51,6 +51,25 @@ def test_constant_layer_gets_one_unit_range_and_no_histograms_by_default():
     )
 
 
+@pytest.mark.backends
+def test_device_histogram_counts_every_value_once_on_both_paths():
+    # All finite (the short path) and with one NaN (the masked one): each value in the bin
+    # numpy's float32 arithmetic puts it in, the NaN in none.
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 5, 7, 1)).astype(np.float32)
+    model = _identity_model((5, 7, 1))
+    ex = ActivationExtractor(model, select_layers(model, ["c"]), histogram_bins=7)
+    lo, hi = x.min(), x.max()
+    width = np.float32((hi - lo) / np.float32(7))
+    index = np.clip(np.floor((x - lo) / width), 0, 6).astype(int).ravel()
+    expected = np.bincount(index, minlength=7)
+    np.testing.assert_array_equal(ex.run_with_summaries(x).histograms["c"][:, 2], expected)
+    assert lo < x[1, 2, 3, 0] < hi  # the range stays as it is without this value
+    x[1, 2, 3, 0] = np.nan
+    expected[index[1 * 35 + 2 * 7 + 3]] -= 1
+    np.testing.assert_array_equal(ex.run_with_summaries(x).histograms["c"][:, 2], expected)
+
+
 def test_histogram_bins_must_be_bounded():
     model = _identity_model()
     for bad in (-1, 1001, 2.5, True):

@@ -13,7 +13,9 @@ from tb_activations.render import (
     mosaic_layout,
     mosaic_levels,
     overlay,
+    overlay_heats,
     overlay_pair,
+    overlay_pairs,
     render_mosaic,
     render_topk,
     render_views,
@@ -150,6 +152,31 @@ def test_overlay_shape_and_blend():
     assert (out == 100).all()  # grey 200 blended with black
     pair = overlay_pair(image, np.random.default_rng(0).random((2, 2, 3), dtype=np.float32), 1)
     assert pair.shape == (8, 21, 3)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.3, 0.5, 0.77, 1.0])
+def test_overlay_is_the_fixed_point_blend_of_each_channel(alpha):
+    rng = np.random.default_rng(4)
+    image = rng.integers(0, 256, (6, 9, 3), dtype=np.uint8)
+    levels = rng.integers(0, LEVELS, (6, 9))
+    levels[0, :2] = 0, LEVELS - 1  # the heat's own range is 0..LEVELS-1: its levels are itself
+    colour = palette("viridis")[levels].astype(np.uint16)
+    a = round(alpha * 256)
+    expected = ((image.astype(np.uint16) * (256 - a) + colour * a + 128) >> 8).astype(np.uint8)
+    out = overlay(image, levels.astype(np.float32), colormap="viridis", alpha=alpha)
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_overlay_pairs_of_many_probes_are_their_pairs():
+    rng = np.random.default_rng(5)
+    display = rng.integers(0, 256, (3, 10, 7, 3), dtype=np.uint8)
+    acts = rng.standard_normal((3, 4, 3, 6)).astype(np.float32)
+    acts[1, 0, 0, :] = np.nan
+    top = np.array([[2], [0], [5]])
+    pairs = overlay_pairs(display, *overlay_heats(acts, top), colormap="gray", alpha=0.4)
+    for i in range(3):
+        one = overlay_pair(display[i], acts[i], int(top[i, 0]), colormap="gray", alpha=0.4)
+        np.testing.assert_array_equal(pairs[i], one)
 
 
 def test_fit_overlay_display_shrinks_large_probes_only():
