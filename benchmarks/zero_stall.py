@@ -194,7 +194,7 @@ def bench_fit(quick: bool, tmp: str) -> list[tuple[str, float, float, float]]:
             f"  fit, {mode}: epoch {wo:.3f} s without, {w:.3f} s with "
             f"(+{(w / wo - 1) * 100:.1f} %, median of {runs} alternating runs of epochs "
             f"1-{epochs - 1}); hooks {h * 1000:.1f} ms/epoch ({h / wo * 100:.2f} % of the "
-            f"epoch), first epoch {f0 * 1000:.0f} ms (tracing); worker {wk * 1000:.0f} ms/step",
+            f"epoch), first epoch {f0 * 1000:.0f} ms (first log); worker {wk * 1000:.0f} ms/step",
             file=sys.stderr,
         )
     return rows
