@@ -171,11 +171,13 @@ class ActivationExtractor:
                 maps.append(ops.cast(outs[-1], "float32"))
             return maps
 
+        summary, histogram, device_levels = _reductions(self.backend)
+
         def reduce(maps):
-            summaries = [_device_summary(m) for m in maps[: len(self.layers)]]
+            summaries = [summary(m) for m in maps[: len(self.layers)]]
             stats, grams, means = ([s[i] for s in summaries] for i in range(3))
             hists = (
-                [_device_histogram(m, st, histogram_bins) for m, st in zip(maps, stats)]
+                [histogram(m, st, histogram_bins) for m, st in zip(maps, stats)]
                 if histogram_bins
                 else []
             )
@@ -200,7 +202,7 @@ class ActivationExtractor:
         # host: 0.55 s for the 120 M values of VGG16's 18 layers; here 0.19 s).
         # The scale is one float64 division per layer, done on the host exactly as
         # render.to_levels does it (JAX has no float64 on the device by default).
-        self._fn_levels = compile_(_device_levels) if levels else None
+        self._fn_levels = compile_(device_levels) if levels else None
 
     def _check_backend(self) -> None:
         _backend.check_unchanged(self.backend)
@@ -330,6 +332,19 @@ class ExtractionResult:
     levels: dict[str, np.ndarray] = field(default_factory=dict)
     histograms: dict[str, np.ndarray] = field(default_factory=dict)
     extras: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _reductions(name: str) -> tuple[Any, Any, Any]:
+    """``(summary, histogram, levels)``: the ``keras.ops`` reductions, or the backend's own.
+
+    TensorFlow and JAX compile the ``keras.ops`` versions below into a few fused
+    kernels. PyTorch runs them eagerly, one kernel or more per op, so its backend
+    module offers ``reductions``: the same values in fewer passes, these
+    versions still the reference (and what it falls back on for NaN/Inf).
+    """
+    reference = (_device_summary, _device_histogram, _device_levels)
+    own = getattr(_backend.module(name), "reductions", None)
+    return reference if own is None else own(*reference)
 
 
 def _device_summary(t: Any) -> tuple[Any, Any, Any]:

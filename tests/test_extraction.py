@@ -225,6 +225,45 @@ def test_device_reductions_count_nan_and_ignore_it():
 
 
 @pytest.mark.backends
+@pytest.mark.parametrize("case", ["normal", "channels_first_memory", "nan_and_inf", "zero", "huge"])
+def test_backend_reductions_equal_the_keras_ops_reference(case):
+    # PyTorch has its own fused reductions (backend/torch.py); elsewhere they are the reference.
+    from tb_activations import extraction
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 5, 7, 4)).astype(np.float32) * 3
+    if case == "nan_and_inf":
+        x[0, 1, 2, 3], x[1, 0, 0, 0], x[2, 4, 6, 1] = np.nan, np.inf, -np.inf
+    elif case == "zero":
+        x[:] = 0.0
+    elif case == "huge":  # sums overflow float32: the reference's infinities
+        x = np.where(x > 0, 3e38, -3e38).astype(np.float32)
+    t = keras.ops.convert_to_tensor(x)
+    if case == "channels_first_memory":  # as Keras' PyTorch pooling leaves its outputs
+        t = keras.ops.transpose(keras.ops.convert_to_tensor(x.transpose(0, 3, 1, 2)), (0, 2, 3, 1))
+    ref = (
+        extraction._device_summary,
+        extraction._device_histogram,
+        extraction._device_levels,
+    )
+    own = extraction._reductions(keras.backend.backend())
+    numpy = keras.ops.convert_to_numpy
+    want, got = ref[0](t), own[0](t)
+    for a, b in zip(want, got):  # statistics, Gram, mean map
+        np.testing.assert_allclose(numpy(b), numpy(a), rtol=1e-5, atol=1e-6)
+    for a, b in zip(ref[1](t, want[0], 7), own[1](t, got[0], 7)):  # edges, counts: exact
+        assert numpy(a).dtype == numpy(b).dtype
+        np.testing.assert_array_equal(numpy(b), numpy(a))
+    lo, scale = np.array([-2.0], np.float32), np.array([20.0], np.float32)
+    want_levels = numpy(ref[2]([t], lo, scale)[0])
+    got_levels = numpy(
+        own[2]([t], keras.ops.convert_to_tensor(lo), keras.ops.convert_to_tensor(scale))[0]
+    )
+    assert got_levels.dtype == np.uint8
+    np.testing.assert_array_equal(got_levels, want_levels)
+
+
+@pytest.mark.backends
 @pytest.mark.parametrize(
     "values, on_device",
     [
