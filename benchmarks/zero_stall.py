@@ -19,6 +19,9 @@ Usage: ``python benchmarks/zero_stall.py`` (several minutes on 2 cores) or
    logger traces its functions and writes the probes, is reported apart), in
    both modes and with Grad-CAM off; and the worker's seconds per step
    (``_tb_activations/worker_seconds``), which on 2 cores compete with training.
+3. The same small CNN's background ``log()`` on the calling thread with the
+   worker idle (the fit's hooks without the fit, less noisy), Grad-CAM on and
+   off, interleaved.
 
 The machine is shared and noisy: compare the ratios, not the seconds.
 """
@@ -200,14 +203,71 @@ def bench_fit(quick: bool, tmp: str) -> list[tuple[str, float, float, float]]:
     return rows
 
 
+def bench_calls(quick: bool, tmp: str) -> list[tuple[str, float]]:
+    """The small CNN's background ``log()`` on the calling thread, the worker idle.
+
+    What the fit's hooks measure, without the fit: one step of each logger in turn
+    (Grad-CAM on, off), each followed by a flush outside the timing, as training
+    would leave the worker the epoch to finish.
+    """
+    import keras
+
+    from tb_activations import ActivationLogger, Probes
+
+    rng = np.random.default_rng(0)
+    probes = Probes(rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8))
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            keras.layers.Conv2D(16, 3, activation="relu", name="conv1"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(32, 3, activation="relu", name="conv2"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(32, 3, activation="relu", name="conv3"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    loggers = {
+        label: ActivationLogger(
+            model,
+            probes,
+            os.path.join(tmp, f"calls_{i}"),
+            layers=["conv1", "conv2", "conv3"],
+            blocking=False,
+            **options,
+        )
+        for i, (label, options) in enumerate(
+            (("defaults (Grad-CAM on)", {}), ("Grad-CAM off", {"attribution": ()}))
+        )
+    }
+    times: dict[str, list[float]] = {label: [] for label in loggers}
+    for step in range(10 if quick else 41):  # the first of each traces: left out
+        for label, logger in loggers.items():
+            t = time.perf_counter()
+            logger.log(step)
+            times[label].append(time.perf_counter() - t)
+            logger.flush()
+    rows = []
+    for label, logger in loggers.items():
+        logger.close()
+        rows.append((label, statistics.median(times[label][1:])))
+        print(
+            f"  small CNN, background log(), {label}: {rows[-1][1] * 1000:.2f} ms", file=sys.stderr
+        )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (CI smoke run)")
-    parser.add_argument("--only", choices=("stall", "fit"), help="run one section")
+    parser.add_argument("--only", choices=("stall", "fit", "calls"), help="run one section")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        stall = [] if args.only == "fit" else bench_stall(args.quick, tmp)
-        fit = [] if args.only == "stall" else bench_fit(args.quick, tmp)
+        stall = bench_stall(args.quick, tmp) if args.only in (None, "stall") else []
+        fit = bench_fit(args.quick, tmp) if args.only in (None, "fit") else []
+        calls = bench_calls(args.quick, tmp) if args.only in (None, "calls") else []
     print("| workload | floor / plain epoch (s) | with logging (s) | ratio |")
     print("|---|---|---|---|")
     for name, floor, stall_s in stall:
@@ -220,6 +280,8 @@ def main(argv: list[str] | None = None) -> None:
             f"{with_cb / without:.3f}x (hooks {hooks / without * 100:.2f} % of the epoch; "
             f"worker {worker * 1000:.0f} ms/step) |"
         )
+    for name, seconds in calls:
+        print(f"| small CNN, background log() on the calling thread, {name} | | {seconds:.4f} | |")
 
 
 if __name__ == "__main__":
