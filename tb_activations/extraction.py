@@ -174,6 +174,8 @@ class ActivationExtractor:
         summary, histogram, device_levels = _reductions(self.backend)
 
         def reduce(maps):
+            for info, m in zip(self.layers, maps):
+                _check_not_empty(info.path, m)
             summaries = [summary(m) for m in maps[: len(self.layers)]]
             stats, grams, means = ([s[i] for s in summaries] for i in range(3))
             hists = (
@@ -495,6 +497,25 @@ def _masked_summary(t: Any) -> tuple[Any, Any, Any]:
     flat = ops.reshape(z, (ops.shape(z)[0], -1))
     gram = ops.matmul(flat, ops.transpose(flat))
     return ops.stack([mean, mx, mn, std, count], axis=-1), gram, ops.mean(z, axis=-1)
+
+
+def _check_not_empty(path: str, t: Any) -> None:
+    """Raise a clear ``ValueError`` for a map ``(N, H, W, C)`` with no channel or no position.
+
+    The shape is static here (traced or eager): checked before the reductions, whose
+    empty-input behaviour differs by backend (TensorFlow's identity, an error on JAX and
+    PyTorch), so that every backend refuses the layer with the same message.
+    """
+    shape = tuple(t.shape)[1:]
+    if shape[-1] == 0:
+        raise ValueError(
+            f"Layer {path!r} has an output with zero channels (shape {shape}); nothing to render."
+        )
+    if 0 in shape:
+        raise ValueError(
+            f"Layer {path!r} has an empty output (shape {shape}, channels-last): no position "
+            "to show; nothing to render. Select a layer whose output has a height and width."
+        )
 
 
 def _standardize(t: Any, channels_first: bool) -> Any:

@@ -22,6 +22,8 @@ from typing import Any
 
 import keras
 
+from tb_activations import backend as _backend
+
 LayerSpec = str | type | Callable[[Any], bool] | keras.layers.Layer
 """One item of ``layers=``: an exact name or path, a glob, a class, a predicate, a layer,
 or one of the :data:`KEYWORDS`."""
@@ -130,12 +132,16 @@ def list_layers(model: Any) -> list[LayerInfo]:
     Input layers are left out. A nested model is listed itself (its output)
     and followed by its own layers under ``name/``.
 
+    Raises:
+        TypeError: ``model`` is not a Keras 3 model (the message names the supported backends).
+
     Examples:
         >>> [l.path for l in list_layers(keras.applications.VGG16(weights=None))][:2]
         ['block1_conv1', 'block1_conv2']
     """
-    if not isinstance(model, keras.layers.Layer):
-        raise TypeError(f"Expected a Keras model. Received: {type(model).__name__}")
+    # The backend-aware check: a torch.nn.Module, a tf.keras model or one from before a
+    # keras.config.set_backend() is told what is supported.
+    _backend.check_keras_model(model)
     out: list[LayerInfo] = []
     _walk(model, "", out)
     return out

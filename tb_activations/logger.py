@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from tb_activations import backend as _backend
 from tb_activations import metadata, run_session, step_render
 from tb_activations.diagnostics import Diagnostics, prediction_head
 from tb_activations.encode import DEFAULT_COMPRESS_LEVEL
@@ -208,9 +209,12 @@ class ActivationLogger:
     that holds some, and names a fresh ``run_name``.
 
     Raises:
+        TypeError: ``model`` is not a Keras 3 model (e.g. a ``torch.nn.Module``).
         ValueError: for an unknown layer (the message lists the selectable
             ones), probes that do not fit the model, more than
-            :data:`MAX_PROBES` probes, or a bad option value.
+            :data:`MAX_PROBES` probes, a bad option value, a Keras backend
+            other than TensorFlow, JAX or PyTorch, or a model built on another
+            backend than the one Keras runs on now.
 
     Examples:
         >>> logger = ActivationLogger(model, probes, "logs/vgg", layers=["block*_pool"], top_k=5)
@@ -256,6 +260,9 @@ class ActivationLogger:
         blocking: bool = True,
         images_every: int | str = "auto",
     ) -> None:
+        # First: an unsupported backend or a model of another framework (or of another
+        # backend) is named here, before anything is built or written.
+        _backend.check_model(model)
         check_images_every(images_every)
         views = check_options(
             log_dir=log_dir,

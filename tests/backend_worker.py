@@ -101,12 +101,14 @@ def _subclassed(keras) -> dict:
     }
 
 
-def _switch(keras) -> dict:
+def _switch(keras, log_dir: str) -> dict:
     import tb_activations as tba
 
     model = exact_model(keras)
     ex = tba.ActivationExtractor(model, tba.select_layers(model, ["conv"]))
     ex(X)
+    logger = tba.ActivationLogger(model, tba.Probes(X), log_dir + "/switch", layers=["conv"])
+    logger.log(0)
     other = "torch" if keras.config.backend() == "jax" else "jax"
     keras.config.set_backend(other)
     messages = {}
@@ -114,6 +116,11 @@ def _switch(keras) -> dict:
         ex(X)
     except RuntimeError as err:
         messages["extractor"] = str(err)
+    try:
+        logger.log(1)  # must not write step 1 from the old backend's model
+    except RuntimeError as err:
+        messages["logger"] = str(err)
+    logger.close()
     try:
         import keras as new_keras
 
@@ -124,16 +131,21 @@ def _switch(keras) -> dict:
     return {"messages": np.array(json.dumps(messages))}
 
 
-def _unsupported(keras) -> dict:
+def _unsupported(keras, log_dir: str) -> dict:
     import tb_activations as tba
 
     inputs = keras.Input((6, 6, 2))
     model = keras.Model(inputs, keras.layers.Conv2D(4, 1, name="conv")(inputs))
+    out = {"message": np.array(""), "logger_message": np.array("")}
     try:
         tba.ActivationExtractor(model, tba.select_layers(model, ["conv"]))
     except ValueError as err:
-        return {"message": np.array(str(err))}
-    return {"message": np.array("")}
+        out["message"] = np.array(str(err))
+    try:
+        tba.ActivationLogger(model, tba.Probes(X), log_dir, layers=["conv"])
+    except ValueError as err:
+        out["logger_message"] = np.array(str(err))
+    return out
 
 
 def _jax_data_parallel(keras, log_dir: str) -> dict:
@@ -186,9 +198,9 @@ def main() -> None:
         out["backend"] = np.array(keras.config.backend())
         out |= _fit(keras, log_dir) | _subclassed(keras)
         out["tensorflow_loaded"] = np.array("tensorflow" in sys.modules)
-        out |= _switch(keras)  # last: it re-imports Keras on the other backend
+        out |= _switch(keras, log_dir)  # last: it re-imports Keras on the other backend
     elif mode == "unsupported":
-        out = _unsupported(keras)
+        out = _unsupported(keras, log_dir)
     elif mode == "jax_data_parallel":
         out = _jax_data_parallel(keras, log_dir)
     elif mode == "torch_distributed":

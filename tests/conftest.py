@@ -38,6 +38,22 @@ def session_starts(run_dir) -> list[int]:
     ]
 
 
+def traces(fn) -> int | None:
+    """How often ``fn`` (from ``backend.compile_function``) was traced; ``None`` on PyTorch.
+
+    TensorFlow: the ``tf.function``'s tracing count; JAX: the ``jax.jit``'s cache size
+    (one entry per trace); PyTorch runs eagerly, nothing is traced.
+    """
+    import keras
+
+    name = keras.backend.backend()
+    if name == "tensorflow":
+        return fn.experimental_get_tracing_count()
+    if name == "jax":
+        return fn.jitted._cache_size()
+    return None
+
+
 def tensor_tags(acc) -> set[str]:
     return set(acc.Tags()["tensors"])
 

@@ -86,6 +86,10 @@ def test_fit_logs_without_tensorflow_and_agrees_with_the_tensorflow_backend(back
     other = "torch" if backend == "jax" else "jax"
     messages = json.loads(str(got["messages"]))
     assert f"switched from {backend!r} to {other!r}" in messages["extractor"]
+    # ... and the logger built before the switch refuses the next step, writing nothing of it.
+    assert f"switched from {backend!r} to {other!r}" in messages["logger"]
+    assert "Build the model and the logger again" in messages["logger"]
+    assert steps_of(read_run(tmp_path / "logs" / "switch" / "activations"), "conv/mosaic") == [0]
     assert messages["rebuild"].startswith("TypeError: Expected a Keras model")
     assert "keras.config.set_backend" in messages["rebuild"]
 
@@ -122,6 +126,10 @@ def test_unsupported_backend_names_the_supported_ones(tmp_path):
     message = str(got["message"])
     assert "Unsupported Keras backend 'numpy'" in message
     assert "tensorflow, jax, torch" in message
+    # The logger says the same, and leaves nothing on disk.
+    assert "Unsupported Keras backend 'numpy'" in str(got["logger_message"])
+    assert "tensorflow, jax, torch" in str(got["logger_message"])
+    assert not (tmp_path / "logs").exists()
 
 
 def test_jax_data_parallel_one_writer_every_step(tmp_path):
@@ -210,6 +218,27 @@ def test_a_model_of_another_framework_is_a_clear_error():
         TypeError, match=r"Expected a Keras model .*tensorflow.*jax.*torch.*NotKeras"
     ):
         ActivationExtractor(NotKeras(), [object()])
+
+
+@pytest.mark.backends
+def test_a_torch_module_is_a_clear_error_on_every_entry_point(tmp_path):
+    # A real model of another framework, handed to the logger, the layer listing and the
+    # extractor: each names the Keras backends it supports.
+    torch = pytest.importorskip("torch")
+    from tb_activations import ActivationExtractor, ActivationLogger, list_layers, select_layers
+
+    module = torch.nn.Conv2d(1, 2, 1)
+    message = r"Expected a Keras model .*'tensorflow', 'jax', 'torch'.*Conv2d.*torch\.nn\.Module"
+    x = np.zeros((2, 4, 4, 1), np.float32)
+    with pytest.raises(TypeError, match=message):
+        ActivationLogger(module, x, tmp_path)
+    with pytest.raises(TypeError, match=message):
+        list_layers(module)
+    with pytest.raises(TypeError, match=message):
+        select_layers(module, ["conv"])
+    with pytest.raises(TypeError, match=message):
+        ActivationExtractor(module, [object()])
+    assert not tmp_path.joinpath("activations").exists()
 
 
 @pytest.mark.backends

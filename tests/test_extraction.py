@@ -342,3 +342,18 @@ def test_extra_layers_come_from_the_same_pass_without_reductions():
     assert len(maps) == 3
     np.testing.assert_array_equal(ex.extras_of(maps)["conv3"], both["conv3"])
     assert list(ex.summarize(maps).stats) == ["conv1"]
+
+
+@pytest.mark.backends
+def test_empty_maps_are_refused_before_the_reductions_on_every_backend():
+    # TensorFlow reduces an empty tensor to its identity, JAX and PyTorch raise their own
+    # errors: the summaries refuse the layer first, with one message on every backend.
+    inputs = keras.Input((4, 4, 1))
+    model = keras.Model(inputs, keras.layers.Lambda(lambda t: t[..., :0], name="none")(inputs))
+    ex = ActivationExtractor(model, select_layers(model, ["none"]))
+    x = np.ones((2, 4, 4, 1), np.float32)
+    assert ex(x)["none"].shape == (2, 4, 4, 0)  # plain extraction still works
+    with pytest.raises(ValueError, match=r"'none' has an output with zero channels"):
+        ex.run_with_summaries(x)
+    with pytest.raises(ValueError, match=r"'none' has an output with zero channels"):
+        ex.summarize(ex.tensors(x))

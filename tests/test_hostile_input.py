@@ -234,7 +234,7 @@ def test_conv1d_and_dense_layers_selected_explicitly_are_strips_and_points(tmp_p
     assert strip_h == STRIP_CELL
 
 
-def test_zero_channel_and_rank_5_outputs_are_clear_errors(tmp_path):
+def test_zero_channel_empty_and_rank_5_outputs_are_clear_errors(tmp_path):
     model = lambda_model(lambda t: t[..., :0])
     with (
         ActivationLogger(model, ramp_images(1), tmp_path / "zero", layers=["x"]) as logger,
@@ -248,6 +248,15 @@ def test_zero_channel_and_rank_5_outputs_are_clear_errors(tmp_path):
         pytest.raises(ValueError, match="rank 5"),
     ):
         logger.log(0)
+    # No position (a crop to zero rows): refused the same way on every backend, before the
+    # reductions (whose empty-input behaviour differs by backend).
+    model = lambda_model(lambda t: t[:, :0])
+    with (
+        ActivationLogger(model, ramp_images(1), tmp_path / "empty", layers=["x"]) as logger,
+        pytest.raises(ValueError, match=r"'x' has an empty output \(shape \(0, 4, 1\)"),
+    ):
+        logger.log(0)
+    assert not os.path.exists(tmp_path / "empty" / RUN)
 
 
 # ---------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from tests.conftest import (
     session_starts,
     small_cnn,
     steps_of,
+    traces,
 )
 
 
@@ -121,7 +122,8 @@ def test_extractor_built_once_across_logs(tmp_path, images):
     logger.log(0)
     ex = logger.extractor
     logger.log(1)
-    assert logger.extractor is ex and ex._fn_summaries.experimental_get_tracing_count() == 1
+    assert logger.extractor is ex
+    assert traces(ex._fn_summaries) in (1, None)  # traced once (None: PyTorch traces nothing)
 
 
 def test_wrong_probe_shape_and_resize(tmp_path):
@@ -243,8 +245,8 @@ def test_pin_reference_reuses_the_traced_pass(tmp_path, images):
     logger.pin_reference()
     records = logger.log(1)
     ex = logger.extractor
-    assert ex._fn_summaries.experimental_get_tracing_count() == 1
-    assert ex._fn.experimental_get_tracing_count() == 0
+    assert traces(ex._fn_summaries) in (1, None)  # None: PyTorch runs eagerly
+    assert traces(ex._fn) in (0, None)
     assert records["conv2"].stats.mean.shape == (3, 6)
     acc = read_run(tmp_path / "activations")
     assert scalar_values(acc, "conv2/cka_reference") == [pytest.approx(1.0)]

@@ -88,6 +88,34 @@ def model_backend(model: Any) -> str | None:
     return None
 
 
+def check_keras_model(model: Any) -> None:
+    """Check that ``model`` is a Keras 3 model (or layer) of the Keras loaded now.
+
+    Raises:
+        TypeError: ``model`` is not (e.g. a ``torch.nn.Module``, a ``tf.keras`` /
+            Keras 2 model, a Flax module, a model from before a
+            ``keras.config.set_backend()``), naming the supported backends.
+    """
+    keras = sys.modules.get("keras") or importlib.import_module("keras")
+    if isinstance(model, keras.layers.Layer):
+        return
+    kind = type(model)
+    origin = f"{kind.__module__}.{kind.__qualname__}"
+    # A Keras object from before a keras.config.set_backend(): set_backend re-imports Keras.
+    was_keras = kind.__module__.split(".")[0] == "keras"
+    hint = (
+        " It comes from Keras before the last keras.config.set_backend(): build the model again."
+        if was_keras
+        else " Build the model with Keras 3 (keras.Model, keras.Sequential or a keras.Model "
+        "subclass); models of other frameworks (torch.nn.Module, tf.keras / Keras 2, Flax) "
+        "are not supported."
+    )
+    raise TypeError(
+        f"Expected a Keras model (keras.Model) on one of the Keras backends {SUPPORTED}. "
+        f"Received: {kind.__name__} ({origin}).{hint}"
+    )
+
+
 def check_model(model: Any) -> str:
     """Check that ``model`` is a Keras 3 model that runs on the current backend.
 
@@ -101,24 +129,7 @@ def check_model(model: Any) -> str:
             another backend than the one Keras runs on now.
     """
     name = current()
-    keras = sys.modules["keras"]
-    if not isinstance(model, keras.layers.Layer):
-        kind = type(model)
-        origin = f"{kind.__module__}.{kind.__qualname__}"
-        # A Keras object from before a keras.config.set_backend(): set_backend re-imports Keras.
-        was_keras = kind.__module__.split(".")[0] == "keras"
-        hint = (
-            " It comes from Keras before the last keras.config.set_backend(): build the model "
-            "again."
-            if was_keras
-            else " Build the model with Keras 3 (keras.Model, keras.Sequential or a keras.Model "
-            "subclass); models of other frameworks (torch.nn.Module, tf.keras / Keras 2, Flax) "
-            "are not supported."
-        )
-        raise TypeError(
-            f"Expected a Keras model (keras.Model) on one of the Keras backends {SUPPORTED}. "
-            f"Received: {kind.__name__} ({origin}).{hint}"
-        )
+    check_keras_model(model)
     built_on = model_backend(model)
     if built_on is not None and built_on != name:
         raise ValueError(
