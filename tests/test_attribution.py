@@ -201,6 +201,7 @@ def test_nested_backbone_layer_paths():
     assert explain_layer(model, x).layer == path
 
 
+@pytest.mark.backends
 def test_bad_input_raises_clear_errors():
     model, _, _ = cam_model()
     x = np.zeros((2, 6, 6, 2), np.float32)

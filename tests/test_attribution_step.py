@@ -110,6 +110,7 @@ def test_non_finite_maps_are_drawn_and_counted(tmp_path):
     assert (np.asarray(pngs[0].convert("RGB"))[:, :4] == (255, 0, 255)).all()
 
 
+@pytest.mark.backends
 def test_bad_options_fail_at_construction(tmp_path, images):
     model = small_cnn()
     with pytest.raises(ValueError, match="attribution"):

@@ -115,6 +115,7 @@ def test_logging_failure_warns_and_training_continues(tmp_path):
     assert len(history.history["loss"]) == 2 and cb.failures == 2
 
 
+@pytest.mark.backends
 def test_bad_callback_arguments():
     probes = Probes(np.zeros((1, 16, 16, 3), np.uint8))
     with pytest.raises(ValueError, match="Expected 'epoch' or a positive int. Received: freq=0"):

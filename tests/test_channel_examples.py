@@ -136,6 +136,7 @@ def test_ties_are_broken_by_image_index_whatever_the_batch_size():
         assert det.indices.tolist() == [[0, 1, 2, 3], [0, 1, 2, 3]]
 
 
+@pytest.mark.backends
 def test_nan_channels_leave_empty_slots():
     inp = keras.Input((4, 4, 1))
     model = keras.Model(inp, keras.layers.Lambda(lambda t: t * 1.0, name="same")(inp))
@@ -198,6 +199,7 @@ def test_batched_grey_dataset_pool_is_read_as_batches():
     assert from_array.layers["sum3"].indices.tolist() == det.indices.tolist()
 
 
+@pytest.mark.backends
 def test_bad_input(tmp_path):
     model, pool = _detector(), _pool()
     with pytest.raises(ValueError, match=r"`pool`: it holds no image"):

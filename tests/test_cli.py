@@ -128,6 +128,7 @@ def test_help_of_a_command_lists_its_models_instead_of_sending_to_itself(capsys)
         assert "convnext_xlarge." in out.replace("\n", " ")  # the last name of the list
 
 
+@pytest.mark.backends
 @pytest.mark.parametrize("cut", ["truncated", "empty", "text"])
 def test_a_broken_keras_file_is_not_reported_missing(tmp_path, capsys, cut):
     import io
@@ -212,6 +213,7 @@ def test_layers_with_pattern_and_no_match(model_file):
     assert_user_error(proc, "'conv_z' matches no layer", "conv_a", "backbone/conv_b")
 
 
+@pytest.mark.backends
 def test_log_model_file_writes_events_and_pngs(model_file, image_dir, tmp_path):
     log_dir, png_dir = tmp_path / "logs", tmp_path / "png"
     proc = run_cli(
@@ -343,6 +345,7 @@ def test_broken_model_and_weights_files(model_file, image_dir, tmp_path):
     assert_user_error(proc, "cannot load weights from", "w.weights.h5")
 
 
+@pytest.mark.backends
 def test_a_sweep_of_log_calls_carries_the_drift_reference(model_file, image_dir, tmp_path):
     """One process per step (a sweep over checkpoints): each call compares with the run's
     first step and the previous call, not with itself. Known answers: step 2 logs the

@@ -21,8 +21,9 @@ from tests.conftest import images_at, read_run, scalar_values
 CHANNELS = 4
 SIZE = 6
 
-# Overflow and NaN are expected here, as values: never as numpy warnings.
-pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
+# Overflow and NaN are expected here, as values: never as numpy warnings. Every test here
+# also runs under KERAS_BACKEND=jax and =torch (tests/test_backends.py).
+pytestmark = [pytest.mark.filterwarnings("error::RuntimeWarning"), pytest.mark.backends]
 
 
 @pytest.fixture

@@ -111,6 +111,7 @@ def test_log_examples_errors_and_nothing_written(tmp_path):
     )
 
 
+@pytest.mark.backends
 def test_callback_writes_examples_at_the_end_and_survives_a_bad_pool(tmp_path):
     model = _detector()
     model.compile(optimizer="sgd", loss="mse")

@@ -58,6 +58,7 @@ def test_transforms_keep_the_centre_without_jitter():
         np.testing.assert_allclose(mapped, centre, atol=1e-5)
 
 
+@pytest.mark.backends
 def test_bad_input():
     model = _detector()
     with pytest.raises(ValueError, match=r"\[5\] out of range.*2 channels"):

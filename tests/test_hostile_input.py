@@ -30,6 +30,9 @@ from tests.conftest import (
 
 RUN = "activations"
 
+# Every test here also runs under KERAS_BACKEND=jax and =torch (tests/test_backends.py).
+pytestmark = pytest.mark.backends
+
 
 def lambda_model(fn, shape=(4, 4, 1), name="x"):
     inputs = keras.Input(shape)
@@ -287,12 +290,19 @@ def test_probes_of_the_wrong_size_or_channels_name_the_fix(tmp_path):
         ActivationLogger(sequence, np.zeros((2, 16, 3), np.float32), tmp_path, layers=["c"])
 
 
+@pytest.fixture(scope="module")
+def shared_cnn():
+    """One model for every probe dtype: the probes become float32 inputs of one shape, so
+    the loggers share one compiled pass (JAX compiles once, not once per dtype)."""
+    return small_cnn()
+
+
 @pytest.mark.parametrize(
     "dtype", [np.float64, np.float16, np.int16, np.int64, np.uint16, np.bool_, np.uint8]
 )
-def test_probes_of_any_real_dtype_log(tmp_path, dtype):
+def test_probes_of_any_real_dtype_log(tmp_path, dtype, shared_cnn):
     images = (np.random.default_rng(0).random((2, 16, 16, 3)) > 0.5).astype(dtype)
-    with ActivationLogger(small_cnn(), images, tmp_path, layers=["conv1"]) as logger:
+    with ActivationLogger(shared_cnn, images, tmp_path, layers=["conv1"]) as logger:
         logger.log(0)
     assert logger.probes.display.dtype == np.uint8
     assert steps_of(read_run(tmp_path / RUN), "conv1/mosaic") == [0]

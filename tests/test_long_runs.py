@@ -62,6 +62,7 @@ def test_an_int_writes_every_kth_log_the_first_included(tmp_path):
     assert steps_of(_read(tmp_path), MOSAIC) == [0, 3, 6]
 
 
+@pytest.mark.backends
 @pytest.mark.parametrize("bad", [0, -1, 2.5, True, "always", None])
 def test_bad_images_every_is_a_value_error(tmp_path, bad):
     with pytest.raises(ValueError, match="images_every"):
