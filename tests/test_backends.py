@@ -303,6 +303,17 @@ BACKEND_FILES = [
 BACKEND_SKIPS = ("jax_enable_x64",)
 
 
+def test_every_file_with_backend_marked_tests_is_rerun():
+    # A test marked `backends` in a file missing from BACKEND_FILES would never run
+    # under JAX or PyTorch, silently.
+    marked = {
+        f"tests/{path.name}"
+        for path in (ROOT / "tests").glob("test_*.py")
+        if "pytest.mark.backends" in path.read_text()
+    }
+    assert marked <= set(BACKEND_FILES), sorted(marked - set(BACKEND_FILES))
+
+
 @pytest.mark.parametrize("backend", OTHER_BACKENDS)
 def test_backend_marked_tests_pass_under(backend):
     """CI runs the suite on TensorFlow; this runs the tests marked ``backends`` on the others."""
