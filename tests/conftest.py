@@ -5,10 +5,38 @@ from __future__ import annotations
 import io
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 import numpy as np
 import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+#: Under JAX and PyTorch the tests run as a user's process does: without TensorFlow.
+NO_TENSORFLOW = os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow"
+
+if NO_TENSORFLOW:
+    # TensorBoard's readers and keras.utils.set_random_seed import TensorFlow where it is
+    # installed, and once it is loaded the logger writes through tf.io.gfile: then the JAX
+    # and PyTorch runs would test that path, not TensorBoard's own file layer that a user
+    # without TensorFlow gets. TensorBoard's `notf` switch selects its stub; Keras is told
+    # TensorFlow is unavailable (it then seeds Python, numpy and the backend only).
+    import sys
+    import types
+
+    sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
+    try:
+        from keras.src.utils import module_utils
+
+        module_utils.tensorflow._available = False
+    except (ImportError, AttributeError):  # another Keras layout: TensorFlow may get loaded
+        pass
+
+
+def pytest_terminal_summary(terminalreporter):
+    if NO_TENSORFLOW:
+        import sys
+
+        loaded = "tensorflow" in sys.modules
+        terminalreporter.write_line(f"tensorflow imported: {'yes' if loaded else 'no'}")
 
 
 def read_run(run_dir: str):

@@ -341,5 +341,7 @@ def test_backend_marked_tests_pass_under(backend):
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert " passed" in proc.stdout
+    # As a user's process on that backend (tests/conftest.py keeps TensorFlow out).
+    assert "tensorflow imported: no" in proc.stdout
     skipped = [line for line in proc.stdout.splitlines() if line.startswith("SKIPPED")]
     assert all(any(ok in line for ok in BACKEND_SKIPS) for line in skipped), skipped
