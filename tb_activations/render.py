@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -506,18 +507,29 @@ def _colour_terms(colormap: str, a: int) -> np.ndarray:
 def _image_terms(images: np.ndarray, a: int) -> np.ndarray:
     """Packed ``image * (256 - a) + 128`` of uint8 RGB images ``(..., H, W, 3)``: ``(..., H, W)``.
 
-    The last result is kept: a logger draws every layer's overlays on the same images.
+    The last result for a read-only batch ``(N, H, W, 3)`` is kept while that array
+    lives: a logger draws every layer's overlays on the same images.
     """
     global _last_terms
+    if images.ndim != 4 or images.flags.writeable:
+        return _compute_image_terms(images, a)
     last = _last_terms
-    if last is not None and last[0] is images and last[1] == a and not images.flags.writeable:
+    if last is not None and last[0]() is images and last[1] == a:
         return last[2]
     terms = _compute_image_terms(images, a)
-    _last_terms = (images, a, terms)
+    _last_terms = (weakref.ref(images, _forget_terms), a, terms)
     return terms
 
 
-_last_terms: tuple[np.ndarray, int, np.ndarray] | None = None
+def _forget_terms(ref: weakref.ref) -> None:
+    """The images of the kept terms are gone: so are the terms."""
+    global _last_terms
+    last = _last_terms
+    if last is not None and last[0] is ref:
+        _last_terms = None
+
+
+_last_terms: tuple[weakref.ref, int, np.ndarray] | None = None
 
 
 def _compute_image_terms(images: np.ndarray, a: int) -> np.ndarray:
@@ -626,6 +638,7 @@ def overlay_pairs(
     a = _alpha_weight(alpha)
     n, h, w = display.shape[:3]
     out = np.empty((n, h, 2 * w + sep, 3), np.uint8)
+    # A read-only display's terms are computed once, for all its layers.
     terms = _image_terms(display, a)
     levels = _heat_levels([*left, *right], (h, w))
     _blend(terms, levels[:n], colormap, a, out[:, :, :w])

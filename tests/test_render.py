@@ -179,6 +179,30 @@ def test_overlay_pairs_of_many_probes_are_their_pairs():
         np.testing.assert_array_equal(pairs[i], one)
 
 
+def test_overlay_terms_of_a_read_only_batch_are_kept_only_while_it_lives():
+    import gc
+    import weakref
+
+    from tb_activations import render
+
+    rng = np.random.default_rng(6)
+    display = rng.integers(0, 256, (2, 5, 4, 3), dtype=np.uint8)
+    display.setflags(write=False)  # as the logger's fitted display
+    heats = rng.random((2, 3, 3)).astype(np.float32), rng.random((2, 3, 3)).astype(np.float32)
+    first = overlay_pairs(display, *heats, alpha=0.3)
+    assert render._last_terms is not None and render._last_terms[0]() is display
+    np.testing.assert_array_equal(overlay_pairs(display, *heats, alpha=0.3), first)  # kept
+    np.testing.assert_array_equal(overlay_pairs(display.copy(), *heats, alpha=0.3), first)
+    np.testing.assert_array_equal(
+        overlay_pairs(display, *heats, alpha=0.6),  # another alpha: computed again
+        overlay_pairs(display.copy(), *heats, alpha=0.6),
+    )
+    gone = weakref.ref(display)
+    del display
+    gc.collect()
+    assert gone() is None and render._last_terms is None
+
+
 def test_fit_overlay_display_shrinks_large_probes_only():
     display = np.zeros((2, 300, 200, 3), np.uint8)
     display[:, :, 100:] = 255  # right half white
