@@ -20,6 +20,13 @@ import pytest
 from tb_activations.callback import _should_write
 from tests.conftest import read_run, steps_of
 
+# tf.distribute is TensorFlow's own: on JAX and PyTorch, tests/test_backends.py runs
+# keras.distribution.DataParallel and torch.distributed instead.
+pytestmark = pytest.mark.skipif(
+    os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow",
+    reason="tf.distribute needs the TensorFlow backend (other backends: tests/test_backends.py)",
+)
+
 WORKER = Path(__file__).with_name("distributed_worker.py")
 ROOT = WORKER.parent.parent
 TIMEOUT = 150  # seconds for a whole cluster; a normal run takes 15-30 s on 2 cores
