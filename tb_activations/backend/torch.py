@@ -119,8 +119,9 @@ def reductions(
         width = (hi - lo) / bins
         if not bool(torch.isfinite(width) & (width > 0)):
             return histogram(t, stats, bins)
-        # In place on one temporary; int16 indices (bins <= 1000) keep bincount's passes short.
-        index = torch.sub(t, lo).div_(width).floor_().clamp_(0, bins - 1).to(torch.int16)
+        # In place on one temporary; lo <= t, so truncating after the clip is the floor.
+        # int16 indices (bins <= 1000) keep bincount's passes short.
+        index = torch.sub(t, lo).div_(width).clamp_(0, bins - 1).to(torch.int16)
         counts = torch.bincount(index.reshape(-1), minlength=bins).to(torch.int32)
         edges = lo + torch.arange(bins + 1, dtype=torch.float32, device=t.device) * width
         return edges, counts
