@@ -62,7 +62,8 @@ def load_digits_data(size: int = DEFAULT_SIZE, *, seed: int = 0) -> dict[str, np
 
 
 def build_model(size: int = DEFAULT_SIZE) -> Any:
-    """The demo CNN: three conv + max-pool blocks, then a softmax over the 10 digits.
+    """The demo CNN: three conv + max-pool blocks, a hidden dense layer, then a softmax
+    over the 10 digits.
 
     Layers with a spatial output (what the callback logs by default):
     ``conv1`` (size, size, 16), ``pool1``, ``conv2`` (size/2, size/2, 32),
@@ -81,6 +82,10 @@ def build_model(size: int = DEFAULT_SIZE) -> Any:
             layers.Conv2D(48, 3, padding="same", activation="relu", name="conv3"),
             layers.MaxPooling2D(name="pool3"),
             layers.Flatten(name="flatten"),
+            # A hidden layer as VGG16's: straight from Flatten to the softmax, Grad-CAM's
+            # position-averaged weights leave a map negative everywhere, zero after its
+            # ReLU (docs/guide/attribution.md), and the demo's default would show nothing.
+            layers.Dense(64, activation="relu", name="fc"),
             layers.Dropout(0.3, name="dropout"),
             layers.Dense(10, activation="softmax", name="digit"),
         ],
