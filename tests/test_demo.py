@@ -119,8 +119,11 @@ def _free_port() -> int:
 def test_serve_starts_tensorboard_on_localhost(demo_run):
     root, _ = demo_run
     port = _free_port()
+    # A shell starts background jobs with SIGINT ignored, and Python then installs no
+    # KeyboardInterrupt handler: restore Ctrl-C's default, as an interactive terminal has it.
     code = (
-        "import sys\n"
+        "import signal, sys\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "from tb_activations.demo import serve\n"
         f"sys.exit(serve({str(root / 'logs')!r}, port={port}))\n"
     )
@@ -141,7 +144,10 @@ def test_serve_starts_tensorboard_on_localhost(demo_run):
         assert {"activations", "train", "validation"} <= set(runs)
     finally:
         proc.send_signal(signal.SIGINT)  # what Ctrl-C does: serve() stops TensorBoard, exits 0
-        assert proc.wait(timeout=30) == 0
+        try:
+            assert proc.wait(timeout=30) == 0
+        finally:
+            proc.kill()
 
 
 def test_demo_bad_options_are_one_line_errors():
