@@ -11,6 +11,8 @@ import textwrap
 
 import pytest
 
+from tests.conftest import backend_env
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SCRIPT = textwrap.dedent(
@@ -54,7 +56,7 @@ SCRIPT = textwrap.dedent(
 def test_known_answers_on_other_backends(backend):
     if importlib.util.find_spec(backend) is None:
         pytest.skip(f"{backend} is not installed")
-    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = backend_env(backend, TF_CPP_MIN_LOG_LEVEL="3")
     proc = subprocess.run(
         [sys.executable, "-c", SCRIPT],
         cwd=ROOT,

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import pytest
 
-from tests.conftest import images_at, read_run, steps_of
+from tests.conftest import backend_env, images_at, read_run, steps_of
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = ROOT / "tests" / "backend_worker.py"
@@ -29,10 +29,7 @@ OTHER_BACKENDS = ["jax", "torch"]
 
 def _run_worker(mode, backend, tmp_path, env=None, timeout=240):
     out = tmp_path / f"{mode}_{backend}.npz"
-    full_env = dict(
-        os.environ, KERAS_BACKEND=backend, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2"
-    )
-    full_env.update(env or {})
+    full_env = backend_env(backend, PYTHONPATH=str(ROOT), **(env or {}))
     proc = subprocess.run(
         [sys.executable, str(WORKER), mode, str(tmp_path / "logs"), str(out)],
         env=full_env,
@@ -331,9 +328,11 @@ def test_backend_marked_tests_pass_under(backend):
             "backends",
             "-p",
             "no:cacheprovider",
+            "-n",  # in this process: its terminal summary checks this process's modules
+            "0",
             *BACKEND_FILES,
         ],
-        env=dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2"),
+        env=backend_env(backend),
         cwd=ROOT,
         capture_output=True,
         timeout=500,

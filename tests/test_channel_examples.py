@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from tb_activations.channel_examples import crop, top_examples
+from tests.conftest import backend_env
 
 SIZE = 16
 RED = {2: ((3, 4), 255), 5: ((8, 10), 230), 11: ((0, 0), 204), 17: ((12, 1), 178)}
@@ -270,7 +271,7 @@ def test_known_answers_on_other_backends(backend):
     if importlib.util.find_spec(backend) is None:
         pytest.skip(f"{backend} is not installed")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = backend_env(backend, TF_CPP_MIN_LOG_LEVEL="3")
     proc = subprocess.run(
         [sys.executable, "-c", BACKEND_SCRIPT],
         cwd=root,
