@@ -101,17 +101,12 @@ def bench_stall(quick: bool, tmp: str) -> list[tuple[str, float, float]]:
     return rows
 
 
-def bench_fit(quick: bool, tmp: str) -> list[tuple[str, float, float, float]]:
+def small_cnn():
+    """The performance benchmark's small CNN (3 conv layers, 32x32x3, 10 classes), seeded."""
     import keras
 
-    from tb_activations import ActivationCallback, Probes
-
-    n = 1024 if quick else 4096
-    rng = np.random.default_rng(0)
-    x = rng.random((n, 32, 32, 3), dtype=np.float32)
-    y = rng.integers(0, 10, n)
     keras.utils.set_random_seed(0)
-    model = keras.Sequential(
+    return keras.Sequential(
         [
             keras.Input((32, 32, 3)),
             keras.layers.Conv2D(16, 3, activation="relu", name="conv1"),
@@ -123,6 +118,18 @@ def bench_fit(quick: bool, tmp: str) -> list[tuple[str, float, float, float]]:
             keras.layers.Dense(10, activation="softmax"),
         ]
     )
+
+
+def bench_fit(quick: bool, tmp: str) -> list[tuple[str, float, float, float]]:
+    import keras
+
+    from tb_activations import ActivationCallback, Probes
+
+    n = 1024 if quick else 4096
+    rng = np.random.default_rng(0)
+    x = rng.random((n, 32, 32, 3), dtype=np.float32)
+    y = rng.integers(0, 10, n)
+    model = small_cnn()
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     model.fit(x, y, batch_size=64, epochs=1, verbose=0)  # trace the train step
 
@@ -210,25 +217,12 @@ def bench_calls(quick: bool, tmp: str) -> list[tuple[str, float]]:
     (Grad-CAM on, off), each followed by a flush outside the timing, as training
     would leave the worker the epoch to finish.
     """
-    import keras
 
     from tb_activations import ActivationLogger, Probes
 
     rng = np.random.default_rng(0)
     probes = Probes(rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8))
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential(
-        [
-            keras.Input((32, 32, 3)),
-            keras.layers.Conv2D(16, 3, activation="relu", name="conv1"),
-            keras.layers.MaxPooling2D(),
-            keras.layers.Conv2D(32, 3, activation="relu", name="conv2"),
-            keras.layers.MaxPooling2D(),
-            keras.layers.Conv2D(32, 3, activation="relu", name="conv3"),
-            keras.layers.GlobalAveragePooling2D(),
-            keras.layers.Dense(10, activation="softmax"),
-        ]
-    )
+    model = small_cnn()
     loggers = {
         label: ActivationLogger(
             model,

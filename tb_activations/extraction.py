@@ -363,6 +363,22 @@ def _device_summary(t: Any) -> tuple[Any, Any, Any]:
 MAX_HISTOGRAM_BINS = 1000
 
 
+def histogram_range(stats: Any, bins: int) -> tuple[Any, Any, Any, Any]:
+    """``(lo, hi, width, usable)`` of a layer's histogram from its statistics ``(N, C, 5)``.
+
+    ``[min, max]`` of the finite values (a constant layer: ``[v - 0.5, v + 0.5]``), the
+    bin width, and whether that width is finite and positive (``hi - lo`` can overflow).
+    Shared by every backend's histogram, so that a value lands in the same bin on each.
+    """
+    lo = ops.min(stats[..., 2])
+    hi = ops.max(stats[..., 1])
+    flat = hi <= lo
+    lo = ops.where(flat, lo - 0.5, lo)
+    hi = ops.where(flat, hi + 0.5, hi)
+    width = (hi - lo) / bins
+    return lo, hi, width, ops.logical_and(ops.isfinite(width), width > 0)
+
+
 def _device_histogram(t: Any, stats: Any, bins: int) -> tuple[Any, Any]:
     """``(edges (bins + 1,) float32, counts (bins,) int32)`` of the finite values of ``t``.
 
@@ -372,13 +388,7 @@ def _device_histogram(t: Any, stats: Any, bins: int) -> tuple[Any, Any]:
     ``bincount``: TensorFlow's ``segment_sum`` took 5x longer on CPU (0.5 s of
     ResNet50's 6 default layers at 8 probes, more than its forward pass).
     """
-    lo = ops.min(stats[..., 2])
-    hi = ops.max(stats[..., 1])
-    flat = hi <= lo
-    lo = ops.where(flat, lo - 0.5, lo)
-    hi = ops.where(flat, hi + 0.5, hi)
-    width = (hi - lo) / bins
-    usable = ops.logical_and(ops.isfinite(width), width > 0)  # hi - lo overflowed: one bin
+    lo, hi, width, usable = histogram_range(stats, bins)
     # Every value finite (each map's count of finite values is its size) and a usable
     # width, as nearly always: 4 element-wise passes instead of 9. The index is the
     # same: lo <= t, so truncating toward zero after the clip is the floor.
@@ -407,21 +417,9 @@ def _device_histogram(t: Any, stats: Any, bins: int) -> tuple[Any, Any]:
 
 
 def _bincount(index: Any, length: int) -> Any:
-    """int32 counts ``(length,)`` of int32 ``index`` values in ``0..length-1``, compiled.
-
-    ``keras.ops.bincount`` has a shape that depends on the values, which ``jax.jit``
-    cannot compile: each backend's own with a fixed length.
-    """
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return tf.math.bincount(index, minlength=length, maxlength=length, dtype=tf.int32)
-    if backend == "jax":
-        import jax.numpy as jnp
-
-        return jnp.bincount(index, length=length)
-    return ops.bincount(index, minlength=length)
+    """int32 counts ``(length,)`` of int32 ``index`` values in ``0..length-1``, compiled:
+    the backend's own (``keras.ops.bincount``'s shape depends on the values)."""
+    return _backend.module().bincount(index, length)
 
 
 def _histogram_array(edges: np.ndarray, counts: np.ndarray) -> np.ndarray:

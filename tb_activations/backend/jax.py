@@ -45,6 +45,14 @@ def to_numpy(tensor: Any) -> np.ndarray:
     return np.asarray(tensor)
 
 
+def bincount(index: Any, length: int) -> Any:
+    """int32 counts ``(length,)`` of int32 ``index`` values in ``0..length-1``, a fixed shape
+    (``keras.ops.bincount``'s depends on the values, which ``jax.jit`` cannot compile)."""
+    import jax.numpy as jnp
+
+    return jnp.bincount(index, length=length)
+
+
 def is_chief(model: Any = None) -> bool:
     import jax
 

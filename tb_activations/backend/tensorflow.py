@@ -29,6 +29,13 @@ def to_numpy(tensor: Any) -> np.ndarray:
     return np.asarray(tensor)
 
 
+def bincount(index: Any, length: int) -> Any:
+    """int32 counts ``(length,)`` of int32 ``index`` values in ``0..length-1``, a fixed shape."""
+    import tensorflow as tf
+
+    return tf.math.bincount(index, minlength=length, maxlength=length, dtype=tf.int32)
+
+
 def is_chief(model: Any = None) -> bool:
     strategy = getattr(model, "distribute_strategy", None)
     extended = getattr(strategy, "extended", None)

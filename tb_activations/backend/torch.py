@@ -61,6 +61,13 @@ def to_numpy(tensor: Any) -> np.ndarray:
     return np.asarray(tensor)
 
 
+def bincount(index: Any, length: int) -> Any:
+    """Counts ``(length,)`` of int ``index`` values in ``0..length-1`` (eager: any shape)."""
+    import torch
+
+    return torch.bincount(index, minlength=length)
+
+
 def reductions(
     summary: Callable[..., Any], histogram: Callable[..., Any], levels: Callable[..., Any]
 ) -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]:
@@ -82,6 +89,7 @@ def reductions(
     import torch
 
     from tb_activations.colormaps import LEVELS
+    from tb_activations.extraction import histogram_range  # loaded: it calls this function
 
     def fast_summary(t: Any) -> tuple[Any, Any, Any]:
         n, h, w, c = t.shape
@@ -113,14 +121,9 @@ def reductions(
         # The statistics' counts say whether every value is finite (exact below 2**24).
         if t.numel() == 0 or h * w >= 2**24 or not bool((stats[..., 4] == h * w).all()):
             return histogram(t, stats, bins)
-        # The keras.ops version's arithmetic, op for op: the same bin for every value.
-        lo = torch.min(stats[..., 2])
-        hi = torch.max(stats[..., 1])
-        flat = hi <= lo
-        lo = torch.where(flat, lo - 0.5, lo)
-        hi = torch.where(flat, hi + 0.5, hi)
-        width = (hi - lo) / bins
-        if not bool(torch.isfinite(width) & (width > 0)):
+        # The keras.ops version's range and width: the same bin for every value.
+        lo, _hi, width, usable = histogram_range(stats, bins)
+        if not bool(usable):
             return histogram(t, stats, bins)
         # In place on one temporary; lo <= t, so truncating after the clip is the floor.
         # int16 indices (bins <= 1000) keep bincount's passes short.
