@@ -199,7 +199,9 @@ def test_two_callbacks_sharing_a_run_keep_every_step(tmp_path):
     acc = _tensorboard_view(tmp_path / "activations")
     assert [e.step for e in acc.Tensors("pool1/mosaic")] == [0, 1, 2, 3]
     assert [e.step for e in acc.Tensors("conv1/mosaic")] == [2, 4, 6, 8, 10, 12, 14, 16]
-    assert session_starts(tmp_path / "activations") == [1]  # the run's first event only
+    # The run's first event only: one START, before whichever logger's background worker
+    # writes first (by_batch's session begins at step 1, by_epoch's at 0; under load either).
+    assert session_starts(tmp_path / "activations") in ([1], [0])
 
 
 @pytest.mark.parametrize("load_fast", [True, False], ids=["rust_loader", "python_loader"])
